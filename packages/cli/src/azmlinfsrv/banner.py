@@ -1,0 +1,49 @@
+"""The start-up banner: version, settings and routes (BEHAVIOR.md §5.5).
+
+compat: labels, order and spacing are upstream's; operators' log parsers read them. The instrumentation key is
+never printed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from azureml_inference_server_http import constants as c
+
+_SETTINGS = (
+    ("Entry Script Name", c.ENV_ENTRY_SCRIPT),
+    ("Model Directory", c.ENV_MODEL_DIR),
+    ("Config File", c.ENV_CONFIG_FILE),
+    ("Worker Count", c.ENV_WORKER_COUNT),
+    ("Worker Timeout (seconds)", c.ENV_WORKER_TIMEOUT),
+    ("Server Port", c.ENV_SERVER_PORT),
+    ("Health Port", c.ENV_HEALTH_PORT),
+    ("Application Insights Enabled", c.ENV_APP_INSIGHTS_ENABLED),
+    ("Application Insights Key", c.ENV_APP_INSIGHTS_KEY),
+    ("Inferencing HTTP server version", c.ENV_SERVER_VERSION),
+    ("CORS for the specified origins", c.ENV_CORS_ORIGINS),
+    ("Create dedicated endpoint for health", c.ENV_SEPARATE_HEALTH_ENDPOINT),
+)
+
+
+def render(env: Mapping[str, str], extra: Mapping[str, str] | None = None) -> str:
+    """The banner text. ``extra`` adds our own settings (threads, server) after upstream's lines."""
+    lines = ["", f"Azure ML Inferencing HTTP server v{c.COMPAT_VERSION}", "", "", "Server Settings", "-" * 15]
+    for label, name in _SETTINGS:
+        value = env.get(name)
+        if name == c.ENV_APP_INSIGHTS_KEY and value is not None:
+            shown = "AppInsights key provided"
+        elif name == c.ENV_CORS_ORIGINS and value is not None:
+            shown = f"Enabling CORS for {value}"
+        else:
+            shown = str(value)
+        lines.append(f"{label}: {shown}")
+    for label, value in (extra or {}).items():
+        lines.append(f"{label}: {value}")
+    lines += ["", "", "Server Routes", "-" * 15]
+    health_port = env.get(c.ENV_HEALTH_PORT)
+    port = env.get(c.ENV_SERVER_PORT)
+    lines.append(f"Liveness Probe: GET   127.0.0.1:{health_port}/")
+    lines.append(f"Score:          POST  127.0.0.1:{port}/score")
+    lines.append("")
+    return "\n".join(lines)

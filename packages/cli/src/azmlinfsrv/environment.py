@@ -1,0 +1,103 @@
+"""Merging command-line flags into the environment, the way upstream does it (BEHAVIOR.md §5.3, §5.4).
+
+The flags become environment variables before any worker starts, so score scripts, workers and the banner all
+read one source. Every step here is observable by users (their scripts read these variables).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import MutableMapping
+from dataclasses import dataclass
+
+from azureml_inference_server_http import constants as c
+
+logger = logging.getLogger("azmlinfsrv")
+
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class CliOptions:
+    """Upstream's flags as given (None when absent)."""
+
+    entry_script: str | None = None
+    model_dir: str | None = None
+    port: int | None = None
+    health_port: int | None = None
+    worker_count: int | None = None
+    appinsights_instrumentation_key: str | None = None
+    access_control_allow_origins: str | None = None
+    config_file: str | None = None
+    rest: bool = False
+
+
+class MissingEntryScript(Exception):
+    """Neither --entry_script nor --config_file was given."""
+
+
+def merge(options: CliOptions, env: MutableMapping[str, str], cwd: str | None = None) -> None:
+    """Write the flags into ``env`` in upstream's order and with upstream's precedence."""
+    if options.entry_script is None and options.config_file is None:
+        raise MissingEntryScript()
+    cwd = cwd or os.getcwd()
+    env.setdefault(c.ENV_APP_ROOT, cwd)
+    if options.entry_script is not None:
+        env[c.ENV_ENTRY_SCRIPT] = os.path.realpath(os.path.join(cwd, options.entry_script))
+    # compat: always overwritten, although nothing reads it.
+    env[c.ENV_TRANSPORT_PROTOCOL] = "rest" if options.rest else "grpc"
+    if options.model_dir is not None:
+        env[c.ENV_MODEL_DIR] = options.model_dir  # compat: verbatim, not made absolute
+    if options.worker_count is not None:
+        env[c.ENV_WORKER_COUNT] = str(options.worker_count)
+    else:
+        env.setdefault(c.ENV_WORKER_COUNT, str(c.DEFAULT_WORKER_COUNT))
+    version_switch = env.get(c.ENV_SERVER_VERSION_LOG_RESPONSE_ENABLED)
+    if version_switch is None or version_switch.lower() == "true":
+        env[c.ENV_SERVER_VERSION] = c.SERVER_VERSION_HEADER_VALUE
+    # compat: an environment SERVER_PORT is ignored; only --port changes the port.
+    env[c.ENV_SERVER_PORT] = str(options.port if options.port is not None else c.DEFAULT_SERVER_PORT)
+    if env.get(c.ENV_SEPARATE_HEALTH_ENDPOINT) == "true":
+        health = options.health_port if options.health_port is not None else c.DEFAULT_HEALTH_PORT
+        env[c.ENV_HEALTH_PORT] = str(health)
+    elif options.port is not None:
+        env[c.ENV_HEALTH_PORT] = str(options.port)
+    else:
+        env.setdefault(c.ENV_HEALTH_PORT, str(c.DEFAULT_SERVER_PORT))
+    if options.appinsights_instrumentation_key is not None:
+        env[c.ENV_APP_INSIGHTS_ENABLED] = "true"
+        env[c.ENV_APP_INSIGHTS_KEY] = options.appinsights_instrumentation_key
+    if options.access_control_allow_origins is not None:
+        env[c.ENV_CORS_ORIGINS] = options.access_control_allow_origins
+    if options.config_file is not None:
+        env[c.ENV_CONFIG_FILE] = os.path.realpath(os.path.join(cwd, options.config_file))
+
+
+def validate(env: MutableMapping[str, str]) -> list[str]:
+    """The model-dir hint and the instrumentation-key check; returns the lines to print (BEHAVIOR.md §5.4).
+
+    After this, ``AML_APP_INSIGHTS_ENABLED`` is always "true" or "false", as user scripts expect.
+    """
+    lines: list[str] = []
+    if c.ENV_MODEL_DIR not in env:
+        lines.append("The environment variable 'AZUREML_MODEL_DIR' has not been set.")
+        lines.append("Use the --model_dir command line argument to set it.")
+    enabled = env.get(c.ENV_APP_INSIGHTS_ENABLED)
+    key = env.get(c.ENV_APP_INSIGHTS_KEY)
+    if enabled is not None and key is not None:
+        if enabled == "true":  # compat: exactly lowercase "true"
+            if _UUID.match(key):
+                lines.append("Valid Application Insights instrumentation key provided.")
+            else:
+                env[c.ENV_APP_INSIGHTS_ENABLED] = "false"
+                lines.append("Invalid Application Insights instrumentation key provided.")
+                lines.append("Application Insights has been disabled.")
+        else:
+            env[c.ENV_APP_INSIGHTS_ENABLED] = "false"
+    elif enabled == "true" and key is None and env.get(c.ENV_APP_INSIGHTS_CONNECTION_STRING):
+        pass  # a connection string carries its own key
+    else:
+        env[c.ENV_APP_INSIGHTS_ENABLED] = "false"
+    return lines

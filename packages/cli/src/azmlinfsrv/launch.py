@@ -1,0 +1,105 @@
+"""Launch settings: what the server front-ends need, resolved once in the launcher from the environment."""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from azureml_inference_server_http import constants as c
+from azureml_inference_server_http.config import parse_bool
+from azureml_inference_server_http.config import parse_int
+
+logger = logging.getLogger("azmlinfsrv")
+
+# Registry of front-ends, imported lazily: gunicorn is never imported on Windows (it does not install there).
+SERVERS = {
+    "gunicorn": "azmlinfsrv.servers.gunicorn:serve",
+    "waitress": "azmlinfsrv.servers.waitress:serve",
+}
+
+
+def default_server() -> str:
+    return "waitress" if sys.platform == "win32" else "gunicorn"
+
+
+class LaunchError(Exception):
+    """A launch setting is invalid; the message is shown to the user as is."""
+
+
+@dataclass(frozen=True)
+class LaunchSettings:
+    server: str
+    host: str
+    port: int
+    health_port: int | None  # a second listening port, only with SEPERATE_HEALTH_ENDPOINT=true
+    workers: int
+    threads: int
+    worker_timeout: int
+    graceful_timeout: int
+    preload: bool
+    access_log: bool
+    max_requests: int
+    debug_port: int | None
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = parse_int(raw)
+    except ValueError:
+        raise LaunchError(f"{name} must be an integer, not {raw!r}.") from None
+    if value < minimum:
+        raise LaunchError(f"{name} must be at least {minimum}, not {value}.")
+    return value
+
+
+def resolve(env: Mapping[str, str], server: str | None = None, debug_port: int | None = None) -> LaunchSettings:
+    """Read the launch settings from the merged environment (after the flags were written into it)."""
+    chosen = server or env.get(c.ENV_SERVER) or default_server()
+    if chosen not in SERVERS:
+        raise LaunchError(f"Unknown server {chosen!r}: choose one of {', '.join(SERVERS)}.")
+    port = _int(env, c.ENV_SERVER_PORT, c.DEFAULT_SERVER_PORT, 1)
+    separate = env.get(c.ENV_SEPARATE_HEALTH_ENDPOINT) == "true"
+    health_port = _int(env, c.ENV_HEALTH_PORT, c.DEFAULT_HEALTH_PORT, 1) if separate else None
+    worker_timeout = _int(env, c.ENV_WORKER_TIMEOUT, c.DEFAULT_WORKER_TIMEOUT, 1)
+    scoring_timeout_ms = _int(env, c.ENV_SCORING_TIMEOUT_MS, c.DEFAULT_SCORING_TIMEOUT_MS, 0)
+    # gunicorn kills a worker whose main loop misses heartbeats for worker_timeout seconds; that only happens
+    # when run() holds the GIL. Never let it cut a run() that SCORING_TIMEOUT_MS still allows (W2).
+    needed = math.ceil(scoring_timeout_ms / 1000) + 5 if scoring_timeout_ms > 0 else 0
+    if needed > worker_timeout:
+        if c.ENV_WORKER_TIMEOUT in env:
+            logger.info(
+                "WORKER_TIMEOUT=%s is shorter than SCORING_TIMEOUT_MS allows; using %s s so that the scoring "
+                "timeout decides.",
+                worker_timeout,
+                needed,
+            )
+        worker_timeout = needed
+    preload_raw = env.get(c.ENV_WORKER_PRELOAD, "false")
+    try:
+        preload = parse_bool(preload_raw)
+    except ValueError:
+        preload = False
+    try:
+        access_log = parse_bool(env.get("AZMLINFSRV_ACCESS_LOG", "false"))
+    except ValueError:
+        raise LaunchError("AZMLINFSRV_ACCESS_LOG must be true or false.") from None
+    return LaunchSettings(
+        server=chosen,
+        host=env.get(c.ENV_HOST) or "0.0.0.0",
+        port=port,
+        health_port=health_port,
+        workers=_int(env, c.ENV_WORKER_COUNT, c.DEFAULT_WORKER_COUNT, 1),
+        threads=_int(env, c.ENV_WORKER_THREADS, c.DEFAULT_WORKER_THREADS, 1),
+        worker_timeout=worker_timeout,
+        graceful_timeout=_int(env, c.ENV_GRACEFUL_TIMEOUT, c.DEFAULT_GRACEFUL_TIMEOUT, 0),
+        preload=preload,
+        access_log=access_log,
+        max_requests=_int(env, "AZMLINFSRV_MAX_REQUESTS", 0, 0),
+        debug_port=debug_port,
+    )

@@ -1,0 +1,259 @@
+"""The ``azmlinfsrv`` command: upstream's flags, our additions, and the ``validate`` subcommand."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from typing import Any
+from typing import Optional
+
+import click
+import typer
+
+from azureml_inference_server_http import constants as c
+from azureml_inference_server_http.log_config import PACKAGED_CONFIG
+from azureml_inference_server_http.log_config import apply_packaged_config
+
+from . import banner
+from . import environment
+from .launch import SERVERS
+from .launch import LaunchError
+from .launch import resolve
+
+logger = logging.getLogger("azmlinfsrv")
+
+HELP = f"Azure ML Inferencing HTTP server v{c.COMPAT_VERSION}"
+
+app = typer.Typer(
+    add_completion=False,
+    help=HELP,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
+
+
+def _port(value: Optional[int]) -> Optional[int]:
+    if value is not None and not 1 <= value <= 65535:
+        raise typer.BadParameter(f"Specified port '{value}' is invalid. Please specify a port within the [1, 65535] range.")
+    return value
+
+
+def _positive(value: Optional[int]) -> Optional[int]:
+    if value is not None and value <= 0:
+        raise typer.BadParameter(f"Specified value '{value}' is invalid. Please specify a value greater than zero.")
+    return value
+
+
+@app.callback(invoke_without_command=True)
+def serve(
+    ctx: typer.Context,
+    entry_script: Optional[str] = typer.Option(
+        None, "--entry_script", help="The relative or absolute path to the scoring script."
+    ),
+    model_dir: Optional[str] = typer.Option(
+        None,
+        "--model_dir",
+        help="The relative or absolute path to the model directory. The model directory will be accessible "
+        "through the 'AZUREML_MODEL_DIR' environment variable.",
+    ),
+    port: Optional[int] = typer.Option(
+        None, "--port", callback=_port, help="The serving port of the server. Default is 5001."
+    ),
+    health_port: Optional[int] = typer.Option(
+        None,
+        "--health_port",
+        callback=_port,
+        help="The health port of the server (with SEPERATE_HEALTH_ENDPOINT=true). Default is 5000.",
+    ),
+    worker_count: Optional[int] = typer.Option(
+        None,
+        "--worker_count",
+        callback=_positive,
+        help="The number of worker processes which will process concurrent requests. Default is 1.",
+    ),
+    appinsights_instrumentation_key: Optional[str] = typer.Option(
+        None,
+        "--appinsights_instrumentation_key",
+        help="The instrumentation key to the application insights where the logs will be published.",
+    ),
+    access_control_allow_origins: Optional[str] = typer.Option(
+        None,
+        "--access_control_allow_origins",
+        help='Enable CORS for the specified origins. Separate multiple origins with ",". '
+        'Example: "https://example.com, https://example.org"',
+    ),
+    config_file: Optional[str] = typer.Option(
+        None, "--config_file", help="The relative or absolute path to the configuration file."
+    ),
+    rest: bool = typer.Option(False, "--rest", hidden=True),
+    threads: Optional[int] = typer.Option(
+        None,
+        "--threads",
+        callback=_positive,
+        help="run() calls served concurrently in each worker (env WORKER_THREADS). Default is 1: many models "
+        "are not thread-safe.",
+    ),
+    server: Optional[str] = typer.Option(
+        None,
+        "--server",
+        help=f"The HTTP server: {' or '.join(SERVERS)} (env AZMLINFSRV_SERVER). Default: waitress on Windows, "
+        "gunicorn elsewhere.",
+    ),
+    host: Optional[str] = typer.Option(
+        None, "--host", help="The address to listen on (env AZMLINFSRV_HOST). Default is 0.0.0.0."
+    ),
+    max_request_body_mb: Optional[int] = typer.Option(
+        None,
+        "--max_request_body_mb",
+        help="Largest accepted request body in MB (env MAX_REQUEST_BODY_MB); 0 disables the limit. Default is 100.",
+    ),
+    reload: bool = typer.Option(
+        False, "--reload", help="Re-import the entry script and re-run init() when its files change."
+    ),
+    debug_port: Optional[int] = typer.Option(
+        None,
+        "--debug_port",
+        callback=_port,
+        help="Listen for a debugger (debugpy, e.g. VS Code attach) on 127.0.0.1 at this port.",
+    ),
+) -> None:
+    """Start the server. Run `azmlinfsrv validate --help` for the one-shot check of a score script."""
+    if ctx.invoked_subcommand is not None:
+        return
+    env = os.environ
+    options = environment.CliOptions(
+        entry_script=entry_script,
+        model_dir=model_dir,
+        port=port,
+        health_port=health_port,
+        worker_count=worker_count,
+        appinsights_instrumentation_key=appinsights_instrumentation_key,
+        access_control_allow_origins=access_control_allow_origins,
+        config_file=config_file,
+        rest=rest,
+    )
+    logger.info("Loaded logging config from %s", PACKAGED_CONFIG)
+    try:
+        environment.merge(options, env)
+    except environment.MissingEntryScript:
+        logger.error("Error!")
+        logger.error(
+            "Either provide an entry_script using --entry_script or provide a path to the configuration file "
+            "using --config_file"
+        )
+        raise typer.Exit(1) from None
+    if threads is not None:
+        env[c.ENV_WORKER_THREADS] = str(threads)
+    if host is not None:
+        env[c.ENV_HOST] = host
+    if max_request_body_mb is not None:
+        env[c.ENV_MAX_REQUEST_BODY_MB] = str(max_request_body_mb)
+    if reload:
+        env["AZMLINFSRV_RELOAD"] = "true"
+    for line in environment.validate(env):
+        print(line)
+    app_root = env[c.ENV_APP_ROOT]
+    if app_root not in sys.path:
+        sys.path.append(app_root)
+    _check_debugger(env, debug_port)
+    try:
+        settings = resolve(env, server=server, debug_port=debug_port)
+    except LaunchError as exc:
+        logger.error("%s", exc)
+        raise typer.Exit(1) from None
+    print(banner.render(env, _extra_banner(settings)), flush=True)
+    multiproc_dir = _metrics_dir(env)
+    try:
+        module_name, _, attr = SERVERS[settings.server].partition(":")
+        serve_with = getattr(importlib.import_module(module_name), attr)
+        code = serve_with(settings)
+    finally:
+        if multiproc_dir:
+            shutil.rmtree(multiproc_dir, ignore_errors=True)
+    raise typer.Exit(code)
+
+
+def _extra_banner(settings: Any) -> dict[str, str]:
+    return {
+        "Worker Threads": str(settings.threads),
+        "HTTP Server": settings.server,
+        "Listening Address": settings.host,
+    }
+
+
+def _metrics_dir(env: os._Environ[str]) -> str | None:
+    """Worker processes share metric values through files in one directory (see core's metrics module)."""
+    if env.get(c.ENV_METRICS_ENABLED, "true").lower() in ("0", "false", "no", "off", "f", "n"):
+        return None
+    if env.get("PROMETHEUS_MULTIPROC_DIR"):
+        return None
+    path = tempfile.mkdtemp(prefix="azmlinfsrv-metrics-")
+    env["PROMETHEUS_MULTIPROC_DIR"] = path
+    return path
+
+
+def _check_debugger(env: os._Environ[str], debug_port: int | None) -> None:
+    if env.get(c.ENV_DEBUG_PORT) is None and debug_port is None:
+        return
+    try:
+        importlib.import_module("debugpy")
+    except ImportError:
+        # Upstream exits the worker with 255 here, which gunicorn restarts forever; we stop once, clearly.
+        print("!! Starting the inference server in DEBUGGING mode because AZUREML_DEBUG_PORT is set.")
+        print("** Cannot connect to a debugger because debugpy is not installed.")
+        logger.error("Debugging was requested but debugpy is not installed. Install it with: pip install debugpy")
+        raise typer.Exit(1) from None
+
+
+def _register_validate() -> None:
+    from .validate import validate_command
+
+    app.command("validate")(validate_command)
+
+
+_register_validate()
+
+
+def _expand_prefixes(args: list[str], command: click.Command) -> list[str]:
+    """compat: upstream (argparse) accepts unambiguous prefixes of long options, e.g. ``--entry``."""
+    names = [name for param in command.params for name in getattr(param, "opts", []) if name.startswith("--")]
+    out = []
+    for arg in args:
+        if arg == "--":
+            break
+        flag, sep, value = arg.partition("=")
+        if flag.startswith("--") and flag not in names:
+            matches = [name for name in names if name.startswith(flag)]
+            if len(matches) == 1:
+                arg = matches[0] + sep + value
+        out.append(arg)
+    return out + args[len(out) :]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    apply_packaged_config()
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = typer.main.get_command(app)
+    if not (args and args[0] == "validate"):
+        args = _expand_prefixes(args, command)
+    try:
+        result = command.main(args=args, prog_name="azmlinfsrv", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        # compat: upstream exits 1 on argument errors.
+        sys.exit(1)
+    except click.exceptions.Abort:
+        sys.exit(1)
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

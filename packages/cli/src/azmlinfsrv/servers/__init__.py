@@ -1,0 +1,1 @@
+"""Server front-ends; the launcher imports only the one it uses (see ``azmlinfsrv.launch.SERVERS``)."""

@@ -1,0 +1,132 @@
+"""Serving with gunicorn (Linux and macOS): a master process and ``WORKER_COUNT`` worker processes.
+
+Each worker runs gunicorn's threaded worker (gthread) rather than upstream's sync worker:
+* liveness and readiness are answered by another thread while run() is busy (RELIABILITY.md W6);
+* keep-alive connections, which the sync worker cannot do;
+* the worker's heartbeat comes from its main loop, not from the request, so a long run() is governed by
+  SCORING_TIMEOUT_MS alone and not cut by gunicorn's worker timeout (W2).
+run() concurrency inside a worker stays 1 unless ``--threads`` says otherwise (see the core's ScoringRunner).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import signal
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
+from gunicorn.workers.gthread import ThreadWorker
+
+from azureml_inference_server_http.log_config import PACKAGED_CONFIG
+
+from .. import worker
+from ..launch import LaunchSettings
+
+logger = logging.getLogger("azmlinfsrv")
+
+# Threads beyond the scoring slots: they answer probes, /metrics and queued requests' 503s while every slot is
+# busy, so a busy model never looks dead to an orchestrator.
+SPARE_THREADS = 4
+
+
+class AzmlinfsrvArbiter(Arbiter):
+    """gunicorn's master, halting only on our own boot-failure code (see worker.BOOT_FAILURE_EXIT_CODE)."""
+
+    WORKER_BOOT_ERROR = worker.BOOT_FAILURE_EXIT_CODE
+
+
+class AzmlinfsrvWorker(ThreadWorker):
+    """gthread worker that marks the app as draining on SIGTERM, so readiness turns 503 at once."""
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        app = getattr(self, "wsgi", None)
+        state = getattr(app, "extensions", {}).get("azmlinfsrv.state") if app is not None else None
+        if state is not None:
+            state.start_draining()
+        super().handle_exit(sig, frame)
+
+
+def _recycle_self(stuck: int) -> None:
+    """A run() call is stuck in code that cannot be interrupted: let gunicorn replace this worker gracefully."""
+    logger.warning("Recycling worker %s: %d stuck run() call(s) hold its capacity.", os.getpid(), stuck)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _logging_config(access_log: bool) -> dict[str, Any]:
+    """The packaged logging config; the access log is off unless asked for (the app logs each request)."""
+    with open(PACKAGED_CONFIG, encoding="utf-8") as handle:
+        config: dict[str, Any] = json.load(handle)
+    if not access_log:
+        config["loggers"]["gunicorn.access"]["level"] = "WARNING"
+    return config
+
+
+def load_app(settings: LaunchSettings) -> Any:
+    return worker.build_app(
+        background_init=not settings.preload,
+        on_stuck=_recycle_self,
+        debug_listen_port=settings.debug_port,
+    )
+
+
+class AzmlinfsrvGunicorn(BaseApplication):  # type: ignore[misc]
+    def __init__(self, settings: LaunchSettings) -> None:
+        self.settings = settings
+        super().__init__()
+
+    def load_config(self) -> None:
+        s = self.settings
+        binds = []
+        if s.health_port is not None and s.health_port != s.port:
+            binds.append(f"{s.host}:{s.health_port}")
+        binds.append(f"{s.host}:{s.port}")
+        options: dict[str, Any] = {
+            "bind": binds,
+            "workers": s.workers,
+            "worker_class": "azmlinfsrv.servers.gunicorn.AzmlinfsrvWorker",
+            "threads": s.threads + SPARE_THREADS,
+            "timeout": s.worker_timeout,
+            "graceful_timeout": s.graceful_timeout,
+            "keepalive": 5,
+            "preload_app": s.preload,
+            "accesslog": "-" if s.access_log else None,
+            "logconfig_dict": _logging_config(s.access_log),
+            "proc_name": "azmlinfsrv",
+            "max_requests": s.max_requests,
+            "max_requests_jitter": s.max_requests // 10 if s.max_requests else 0,
+        }
+        if "control_socket_disable" in self.cfg.settings:
+            # gunicorn 24+ opens a control socket in the home directory; several servers would fight over it.
+            options["control_socket_disable"] = True
+        for key, value in options.items():
+            if value is not None:
+                self.cfg.set(key, value)
+        # compat: like upstream, GUNICORN_CMD_ARGS may add options; ours win where both set one.
+        extra = os.environ.get("GUNICORN_CMD_ARGS")
+        if extra:
+            parsed = self.cfg.parser().parse_args(shlex.split(extra))
+            for key, value in vars(parsed).items():
+                if value is not None and key in self.cfg.settings and key not in options:
+                    self.cfg.set(key.lower(), value)
+
+    def load(self) -> Any:
+        return load_app(self.settings)
+
+    def run(self) -> None:
+        AzmlinfsrvArbiter(self).run()
+
+
+def serve(settings: LaunchSettings) -> int:
+    """Run until stopped; the exit code for the launcher."""
+    try:
+        AzmlinfsrvGunicorn(settings).run()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+        if code == worker.BOOT_FAILURE_EXIT_CODE:
+            return worker.UPSTREAM_BOOT_FAILURE_EXIT_CODE
+        return code
+    return 0

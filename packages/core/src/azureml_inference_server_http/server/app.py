@@ -1,0 +1,450 @@
+"""The Flask app: routes, request ids, response headers, errors and the per-request log line.
+
+Routes (BEHAVIOR.md §2.1): ``/`` (liveness, upstream's), ``/score``, ``/swagger.json``, and our additions
+``/health/live``, ``/health/ready`` (also under ``/v2/``) and ``/metrics``. Request ids, TraceId, the server
+version header and CORS apply to upstream's three routes only, as upstream's blueprint hooks did.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+from flask import Request
+from flask import Response
+from flask import request
+from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response as WerkzeugResponse
+
+from .. import constants as c
+from ..config import ServerConfig
+from ..exceptions import UserScriptTimeout
+from . import jsonio
+from .inputs import InputError
+from .inputs import run_arguments
+from .metrics import Metrics
+from .state import PHASE_READY
+from .state import ServerState
+from .telemetry import ModelDataRecord
+from .telemetry import RequestRecord
+
+logger = logging.getLogger("azmlinfsrv")
+
+MSG_USER_ERROR = "An unexpected error occurred in scoring script. Check the logs for more info."
+MSG_INTERNAL_ERROR = "An unexpected internal error occurred. Check the logs for more info."
+MSG_NOT_READY = "The score script is not ready: init() has not completed."
+MSG_REQUEST_ID_TOO_LONG = f"x-request-id must not exceed {c.HEADER_LIMIT} characters"
+MSG_CLIENT_ID_TOO_LONG = f"x-ms-request-id and x-ms-client-request-id must not exceed {c.HEADER_LIMIT} characters"
+MSG_TRACE_ID_TOO_LONG = f"TraceId must not exceed {c.HEADER_LIMIT} characters"
+MSG_LEGACY_ID_DEPRECATED = (
+    "x-ms-request-id header has been deprecated and will be removed from future versions of the server. "
+    "Please use x-ms-client-request-id."
+)
+JSON = "application/json"
+HTML = "text/html; charset=utf-8"
+STATE_KEY = "azmlinfsrv.state"
+
+
+def _message(text: str) -> bytes:
+    # compat: error bodies use json.dumps defaults, e.g. {"message": "..."} with a space after the colon.
+    return json.dumps({"message": text}).encode("utf-8")
+
+
+class _Ids:
+    """The request ids of one request (BEHAVIOR.md §2.3)."""
+
+    __slots__ = ("request_id", "legacy", "client", "trace_id")
+
+    def __init__(self) -> None:
+        self.request_id = ""
+        self.legacy = ""
+        self.client = ""
+        self.trace_id: str | None = None
+
+
+def _read_ids(headers: Any, ids: _Ids) -> str | None:
+    """Fill ``ids`` from the request; returns the 431 message when a header is too long."""
+    request_id = headers.get(c.HEADER_REQUEST_ID)
+    if request_id is None:
+        request_id = str(uuid.uuid4())
+    if len(request_id) > c.HEADER_LIMIT:
+        return MSG_REQUEST_ID_TOO_LONG
+    ids.request_id = request_id
+    legacy = headers.get(c.HEADER_LEGACY_REQUEST_ID, "")
+    client = headers.get(c.HEADER_CLIENT_REQUEST_ID, "")
+    if legacy:
+        # compat: logged on every request that carries the legacy header.
+        logger.warning(MSG_LEGACY_ID_DEPRECATED)
+        ids.client = client or legacy
+        ids.legacy = legacy
+    else:
+        ids.client = client
+        ids.legacy = client or request_id
+    if len(ids.legacy) > c.HEADER_LIMIT or len(ids.client) > c.HEADER_LIMIT:
+        ids.legacy = ids.client = ""
+        return MSG_CLIENT_ID_TOO_LONG
+    trace_id = headers.get(c.HEADER_TRACE_ID)
+    if trace_id is not None:
+        # Upstream echoes TraceId at any length (RELIABILITY.md W11); we hold it to the id limit.
+        if len(trace_id) > c.HEADER_LIMIT:
+            return MSG_TRACE_ID_TOO_LONG
+        ids.trace_id = trace_id
+    return None
+
+
+class ScoringApp:
+    """The handlers, bound to one :class:`ServerState`."""
+
+    def __init__(self, flask_app: Flask, state: ServerState, metrics: Metrics) -> None:
+        self.app = flask_app
+        self.state = state
+        self.metrics = metrics
+        self.response_class = flask_app.response_class
+
+    # -- shared pieces -----------------------------------------------------------------------------------
+
+    def _json(self, status: int, text: str, failed: bool = False) -> Response:
+        response = self.response_class(_message(text), status=status, mimetype=JSON)
+        response.headers[c.HEADER_RUN_FUNCTION_FAILED] = "True" if failed else "False"
+        return response
+
+    def _finish(self, response: WerkzeugResponse, ids: _Ids, req: Request) -> WerkzeugResponse:
+        """Headers every response of upstream's routes carries (BEHAVIOR.md §2.2)."""
+        headers = response.headers
+        if ids.request_id:
+            headers[c.HEADER_REQUEST_ID] = ids.request_id
+        if ids.legacy:
+            headers[c.HEADER_LEGACY_REQUEST_ID] = ids.legacy
+        if ids.client:
+            headers[c.HEADER_CLIENT_REQUEST_ID] = ids.client
+        if ids.trace_id is not None:
+            headers.add(c.HEADER_TRACE_ID, ids.trace_id)
+        version = self.state.config.server_version
+        if version:
+            headers.add(c.HEADER_SERVER_VERSION, version)
+        cors = self.state.cors
+        if cors is not None:
+            origin = req.headers.get("Origin")
+            if origin:
+                preflight = req.method == "OPTIONS" and "Access-Control-Request-Method" in req.headers
+                for name, value in cors.headers(origin, req.headers.get("Access-Control-Request-Headers"), preflight):
+                    headers[name] = value
+        return response
+
+    def _log_line(self, req: Request, response: WerkzeugResponse, started: float) -> float:
+        elapsed_ms = (time.perf_counter() - started) * 1000.0
+        query = req.query_string
+        path = req.path + "?" + query.decode("latin-1") if query else req.path
+        length = response.headers.get("Content-Length", "N/A") if not response.is_streamed else "N/A"
+        logger.info("%s %s %d %.3fms %s", req.method, path, response.status_code, elapsed_ms, length)
+        return elapsed_ms
+
+    def _report(self, req: Request, response: WerkzeugResponse, ids: _Ids, wall_start: float, ms: float) -> None:
+        response_value: str | None = None
+        if self.state.config.app_insights_log_response_enabled and not response.is_streamed:
+            try:
+                response_value = response.get_data().decode("utf-8")
+            except UnicodeDecodeError:
+                response_value = json.dumps(
+                    "Scoring request response payload is a non serializable object or raw binary"
+                )
+        self.state.telemetry.request(
+            RequestRecord(
+                name=req.path,
+                url=req.url,
+                method=req.method,
+                status_code=response.status_code,
+                start_time=wall_start,
+                duration_ms=ms,
+                request_id=ids.request_id,
+                client_request_id=ids.client,
+                response_value=response_value,
+            )
+        )
+
+    def _too_large(self, req: Request) -> Response | None:
+        limit = self.state.config.max_request_body_bytes
+        length = req.content_length
+        if limit is not None and length is not None and length > limit:
+            response = self._json(
+                413,
+                f"Request body of {length} bytes exceeds the limit of {limit} bytes (MAX_REQUEST_BODY_MB).",
+            )
+            # The body was not read: the connection cannot be reused.
+            response.headers["Connection"] = "close"
+            return response
+        return None
+
+    # -- routes ------------------------------------------------------------------------------------------
+
+    def liveness(self) -> WerkzeugResponse:
+        """``GET /``: upstream's health probe. Like upstream, it answers once init() has completed."""
+        ids = _Ids()
+        req = request
+        problem = _read_ids(req.headers, ids)
+        if problem is not None:
+            return self._finish(self._json(431, problem), ids, req)
+        if not self.state.wait_ready():
+            return self._finish(self._json(503, MSG_NOT_READY), ids, req)
+        response = self.response_class(b"Healthy", status=200, content_type=HTML)
+        return self._finish(response, ids, req)
+
+    def swagger(self) -> WerkzeugResponse:
+        started = time.perf_counter()
+        wall_start = time.time()
+        ids = _Ids()
+        req = request
+        problem = _read_ids(req.headers, ids)
+        if problem is not None:
+            response: WerkzeugResponse = self._json(431, problem)
+        elif not self.state.wait_ready():
+            response = self._json(503, MSG_NOT_READY)
+        else:
+            status, body = self.state.swagger.lookup(req.args.get("version"))
+            if isinstance(body, bytes):
+                response = self.response_class(body, status=status, mimetype=JSON)
+                response.headers[c.HEADER_RUN_FUNCTION_FAILED] = "False"
+            else:
+                response = self._json(status, body)
+        self._finish(response, ids, req)
+        if problem is None:
+            ms = self._log_line(req, response, started)
+        else:
+            ms = (time.perf_counter() - started) * 1000.0
+        if self.state.telemetry_on:
+            self._report(req, response, ids, wall_start, ms)
+        return response
+
+    def score(self) -> WerkzeugResponse:
+        started = time.perf_counter()
+        wall_start = time.time()
+        ids = _Ids()
+        req = request
+        problem = _read_ids(req.headers, ids)
+        run_ms: float | None = None
+        self.metrics.started()
+        if problem is not None:
+            response: WerkzeugResponse = self._json(431, problem)
+        else:
+            response, run_ms = self._score(req, ids)
+        self._finish(response, ids, req)
+        ms = self._log_line(req, response, started) if problem is None else (time.perf_counter() - started) * 1e3
+        self.metrics.observe_score(req.method, response.status_code, ms, run_ms)
+        if self.state.telemetry_on:
+            self._report(req, response, ids, wall_start, ms)
+        return response
+
+    def _score(self, req: Request, ids: _Ids) -> tuple[WerkzeugResponse, float | None]:
+        too_large = self._too_large(req)
+        if too_large is not None:
+            return too_large, None
+        state = self.state
+        if not state.wait_ready():
+            return self._json(503, MSG_NOT_READY), None
+        script = state.script
+        assert script is not None
+        raw = script.mode.value == "raw"
+        if not raw:
+            if req.method == "OPTIONS":
+                response = self.response_class(b"", status=200, content_type=HTML)
+                response.headers[c.HEADER_RUN_FUNCTION_FAILED] = "False"
+                return response, None
+            if req.method == "HEAD":
+                return self._json(405, "Method not allowed"), None
+        runner = state.runner
+        runner.acquire()
+        try:
+            try:
+                kwargs, model_input = run_arguments(script, req)
+            except InputError as exc:
+                return self._json(exc.status, exc.message), None
+            except HTTPException as exc:  # 413 from a chunked body past the limit, 400 from werkzeug
+                return self._json(exc.code or 400, exc.description or exc.name), None
+            run_started = time.perf_counter()
+            try:
+                output = runner.call(script.run, kwargs)
+            except UserScriptTimeout as exc:
+                return self._run_failed(exc, ids, f"Scoring timeout after {exc.timeout_ms} ms", timeout=True), None
+            except TimeoutError as exc:
+                # compat: upstream reports any TimeoutError escaping run() as a scoring timeout.
+                message = f"Scoring timeout after {state.config.scoring_timeout_ms} ms"
+                return self._run_failed(exc, ids, message, timeout=True), None
+            except BaseException as exc:
+                # SystemExit/KeyboardInterrupt in run() give upstream's HTML 500; a JSON 500 is what clients parse.
+                return self._run_failed(exc, ids, MSG_USER_ERROR), None
+            run_ms = (time.perf_counter() - run_started) * 1000.0
+        finally:
+            runner.release()
+        if state.telemetry_on and state.config.mdc_storage_enabled:
+            self._collect(ids, model_input, output)
+        return self._convert(output, run_ms, ids), run_ms
+
+    def _run_failed(self, exc: BaseException, ids: _Ids, message: str, timeout: bool = False) -> Response:
+        logger.debug("Run function timeout caught" if timeout else "Run function exception caught")
+        if timeout and isinstance(exc, UserScriptTimeout):
+            logger.error("Encountered Exception: %s: %s", type(exc).__name__, exc)
+        else:
+            logger.error("Encountered Exception: ", exc_info=(type(exc), exc, exc.__traceback__))
+        self.metrics.observe_failure(timeout)
+        if self.state.telemetry_on:
+            self.state.telemetry.exception(exc, ids.request_id, ids.client)
+        return self._json(500, message, failed=True)
+
+    def _convert(self, output: Any, run_ms: float, ids: _Ids) -> WerkzeugResponse:
+        """run()'s result as a response (BEHAVIOR.md §3.8)."""
+        exec_ms = f"{run_ms:.3f}"
+        if isinstance(output, WerkzeugResponse):
+            logger.debug("run() output is HTTP Response")
+            if output.status_code >= 500:
+                output.headers[c.HEADER_RUN_FUNCTION_FAILED] = "True"
+            output.headers[c.HEADER_RUN_FN_EXEC_MS] = exec_ms
+            return output
+        if output is None:
+            body = "{}"  # compat: upstream answers {} rather than null
+        else:
+            try:
+                body = jsonio.dumps(output)
+            except jsonio.UnserializableOutput as exc:
+                logger.error("Encountered Exception: %s", exc)
+                if self.state.telemetry_on:
+                    self.state.telemetry.exception(exc, ids.request_id, ids.client)
+                return self._json(500, f"{exc}, which cannot be serialized to JSON.", failed=True)
+        response = self.response_class(body, status=200, mimetype=JSON)
+        headers = response.headers
+        headers[c.HEADER_RUN_FUNCTION_FAILED] = "False"
+        headers[c.HEADER_RUN_FN_EXEC_MS] = exec_ms
+        return response
+
+    def _collect(self, ids: _Ids, model_input: Any, output: Any) -> None:
+        try:
+            self.state.telemetry.model_data(
+                ModelDataRecord(
+                    request_id=ids.request_id,
+                    client_request_id=ids.client,
+                    input=model_input,
+                    prediction=output,
+                    extra={"Models": self.state.model_ids},
+                )
+            )
+        except Exception:
+            logging.getLogger("azmlinfsrv.trace").exception("Error logging to Application Insights:")
+
+    # -- our probes --------------------------------------------------------------------------------------
+
+    def live(self) -> Response:
+        """Liveness: the process answers. Never waits for init() or for a scoring slot."""
+        return self.response_class(b'{"live": true}', status=200, mimetype=JSON)
+
+    def ready(self) -> Response:
+        body = self.state.readiness()
+        status = 200 if self.state.phase == PHASE_READY else 503
+        return self.response_class(json.dumps(body), status=status, mimetype=JSON)
+
+    def metrics_route(self) -> Response:
+        payload, content_type = self.metrics.render()
+        return self.response_class(payload, status=200, content_type=content_type)
+
+
+def _http_error(error: HTTPException) -> Response:
+    """Routing and protocol errors as JSON (BEHAVIOR.md §2.6)."""
+    response = Response(_message(error.description or error.name), status=error.code or 500, mimetype=JSON)
+    response.headers[c.HEADER_RUN_FUNCTION_FAILED] = "False"
+    if error.code == 405:
+        # Upstream omits Allow on 405; RFC 9110 §15.5.6 requires it and no client is hurt by it.
+        allowed = getattr(error, "valid_methods", None)
+        if allowed:
+            response.headers["Allow"] = ", ".join(allowed)
+    return response
+
+
+def _internal_error(error: Exception) -> Response:
+    original = getattr(error, "original_exception", None) or error
+    logger.error("Encountered Exception: ", exc_info=(type(original), original, original.__traceback__))
+    response = Response(_message(MSG_INTERNAL_ERROR), status=500, mimetype=JSON)
+    response.headers[c.HEADER_RUN_FUNCTION_FAILED] = "False"
+    return response
+
+
+def build_flask_app(state: ServerState, metrics: Metrics) -> Flask:
+    """The Flask app for a state. Hosts normally call :func:`create_app` instead."""
+    app = Flask("azureml_inference_server_http")
+    limit = state.config.max_request_body_bytes
+    # Werkzeug enforces this on chunked bodies too, while they are read (RELIABILITY.md R6).
+    app.config["MAX_CONTENT_LENGTH"] = limit
+    app.config["MAX_FORM_MEMORY_SIZE"] = limit
+    handlers = ScoringApp(app, state, metrics)
+    app.add_url_rule("/", "liveness", handlers.liveness, methods=["GET"])
+    app.add_url_rule(
+        "/score", "score", handlers.score, methods=["GET", "POST", "OPTIONS"], provide_automatic_options=False
+    )
+    app.add_url_rule("/swagger.json", "swagger", handlers.swagger, methods=["GET"])
+    for prefix in ("", "/v2"):
+        app.add_url_rule(f"{prefix}/health/live", f"live{prefix}", handlers.live, methods=["GET"])
+        app.add_url_rule(f"{prefix}/health/ready", f"ready{prefix}", handlers.ready, methods=["GET"])
+    if metrics.enabled:
+        app.add_url_rule("/metrics", "metrics", handlers.metrics_route, methods=["GET"])
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _internal_error)
+    app.extensions[STATE_KEY] = state
+    return app
+
+
+def create_app(
+    entry_script: str | None = None,
+    model_dir: str | None = None,
+    *,
+    config: ServerConfig | None = None,
+    environ: Mapping[str, str] | None = None,
+    background_init: bool = False,
+    on_init_failure: Callable[[BaseException], None] | None = None,
+    on_stuck: Callable[[int], None] | None = None,
+) -> Flask:
+    """Load a score script and return a WSGI app serving it.
+
+    Settings come from ``config``, else from ``environ`` (default ``os.environ``) and config.json;
+    ``entry_script`` and ``model_dir`` override them. With ``background_init=False`` (the default) the script is
+    loaded and init() has run when this returns, and failures raise. With ``background_init=True`` the app answers
+    probes at once and ``on_init_failure`` is called with the exception if init() fails.
+    """
+    import dataclasses
+    import os
+
+    if config is None:
+        config = ServerConfig.from_env(environ)
+    overrides: dict[str, Any] = {}
+    if entry_script is not None:
+        overrides["entry_script"] = os.path.abspath(entry_script)
+    if model_dir is not None:
+        overrides["model_dir"] = model_dir
+    if overrides:
+        config = dataclasses.replace(config, **overrides)
+    metrics = Metrics.create(config.metrics_enabled)
+    state = ServerState(config, on_stuck=on_stuck, on_ready=metrics.set_init_seconds)
+    state.prepare()
+    app = build_flask_app(state, metrics)
+    if background_init:
+
+        def failed(exc: BaseException) -> None:
+            if on_init_failure is not None:
+                on_init_failure(exc)
+
+        state.start_background_init(failed)
+    else:
+        state.load_and_init()
+    return app
+
+
+def get_state(app: Flask) -> ServerState:
+    """The :class:`ServerState` behind an app made by :func:`create_app`."""
+    state = app.extensions[STATE_KEY]
+    assert isinstance(state, ServerState)
+    return state
+
+
+_Handler = Callable[[], WerkzeugResponse]

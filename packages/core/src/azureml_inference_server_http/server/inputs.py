@@ -1,0 +1,107 @@
+"""Turning a request into run()'s arguments, for each input mode (BEHAVIOR.md §3.4-§3.6)."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from flask import Request
+from flask import request as request_proxy
+
+from . import jsonio
+from .user_script import InputMode
+from .user_script import UserScript
+
+
+class InputError(Exception):
+    """The request cannot be given to run(); ``status`` and ``message`` go to the client."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _check_query_utf8(raw_query: bytes | str) -> None:
+    if isinstance(raw_query, str):
+        raw_query = raw_query.encode("latin-1", "replace")
+    if b"%" not in raw_query:
+        return
+    try:
+        unquote_to_bytes(raw_query).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(400, f"Query string cannot be decoded as UTF-8: {exc}") from None
+
+
+def _query_value(text: str) -> Any:
+    """A query value is JSON when it parses as JSON, else the raw string (``x`` -> "x", ``1`` -> 1)."""
+    if not text:
+        return text
+    try:
+        return jsonio.loads(text)
+    except jsonio.JSONInputError as exc:
+        if exc.malformed:
+            return text
+        raise InputError(400, f"Query parameter could not be decoded as JSON: {exc}") from None
+
+
+def query_dict(request: Request) -> dict[str, Any]:
+    """The query string as a dict: first-appearance key order, repeated keys become lists."""
+    _check_query_utf8(request.query_string)
+    out: dict[str, Any] = {}
+    for key, values in request.args.lists():
+        parsed = [_query_value(value) for value in values]
+        out[key] = parsed[0] if len(parsed) == 1 else parsed
+    return out
+
+
+def _json_string(request: Request) -> str:
+    if request.method == "GET":
+        return jsonio.dumps(query_dict(request))
+    # The raw body, whatever the content type: form and multipart bodies are never parsed (RELIABILITY.md R12).
+    # compat: upstream decodes as UTF-8 whatever charset is declared.
+    data = request.get_data(cache=False)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(400, f"Input cannot be decoded as UTF-8: {exc}") from None
+
+
+def _schema_body(request: Request) -> dict[str, Any]:
+    if request.method == "GET":
+        return query_dict(request)
+    if not request.is_json:
+        raise InputError(415, "Expects Content-Type to be application/json")
+    data = request.get_data(cache=False)
+    if not data:
+        raise InputError(400, "POST body is empty. Expecting a JSON dictionary.")
+    try:
+        body = jsonio.loads(data)
+    except jsonio.JSONInputError as exc:
+        raise InputError(400, f"POST body could not be decoded as JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InputError(400, "POST body should be a JSON dictionary.")
+    return body
+
+
+def run_arguments(script: UserScript, request: Request) -> tuple[dict[str, Any], Any]:
+    """run()'s keyword arguments and the model input as model data collection records it."""
+    kwargs: dict[str, Any]
+    if script.mode is InputMode.RAW:
+        kwargs = {script.first_param: request_proxy}
+        model_input: Any = None
+    elif script.mode is InputMode.SCHEMA:
+        body = _schema_body(request)
+        kwargs = {}
+        for name in script.input_params:
+            if name in body:
+                kwargs[name] = body[name]
+            elif name not in script.defaults:
+                raise InputError(400, f"A value is not provided for the {name!r} parameter.")
+        model_input = kwargs
+    else:
+        model_input = _json_string(request)
+        kwargs = {script.first_param: model_input}
+    if script.wants_request_headers:
+        kwargs["request_headers"] = dict(request.headers)
+    return kwargs, model_input

@@ -1,0 +1,195 @@
+"""Calling run() with a deadline that holds in every worker model.
+
+Upstream arms SIGALRM around run(), which only works in the main thread of a POSIX process: under threads or
+waitress the deadline is silently ignored (RELIABILITY.md W1). Here the request thread hands run() to a runner
+thread and waits for it with a timeout, so the timeout response leaves on time whatever run() is doing, in any
+thread, on any OS. What happens to the abandoned call:
+
+* a timeout exception is injected into the runner thread, which stops Python code at its next bytecode;
+* a replacement runner is started at once, so capacity is restored for the next request;
+* a call that is still stuck after ``stuck_grace`` seconds (a C call that never returns to Python) is reported to
+  ``on_stuck``; the gunicorn front-end then recycles the worker process gracefully.
+
+Concurrency is bounded by a semaphore (``WORKER_THREADS``, default 1): many models are not thread-safe, so
+running run() concurrently inside one process is opt-in. Health routes never take the semaphore.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import ctypes
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..exceptions import UserScriptTimeout
+
+logger = logging.getLogger("azmlinfsrv")
+
+DEFAULT_STUCK_GRACE_SECONDS = 5.0
+
+
+class _AbandonedRun(BaseException):
+    """Injected into a runner whose caller gave up; BaseException so that ``except Exception`` does not eat it."""
+
+
+class _Task:
+    __slots__ = ("fn", "kwargs", "context", "done", "result", "error", "abandoned", "thread_id")
+
+    def __init__(self, fn: Callable[..., Any], kwargs: dict[str, Any], context: contextvars.Context) -> None:
+        self.fn = fn
+        self.kwargs = kwargs
+        self.context = context
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.abandoned = False
+        self.thread_id: int | None = None
+
+
+def _inject(thread_id: int, exc_type: type[BaseException]) -> bool:
+    """Raise ``exc_type`` asynchronously in another thread (CPython only; a no-op elsewhere)."""
+    try:
+        set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
+    except AttributeError:  # pragma: no cover - not CPython
+        return False
+    return bool(set_async_exc(ctypes.c_ulong(thread_id), ctypes.py_object(exc_type)) == 1)
+
+
+class ScoringRunner:
+    """Runs user calls with bounded concurrency and a deadline. Thread-safe."""
+
+    def __init__(
+        self,
+        concurrency: int = 1,
+        timeout_ms: int = 0,
+        on_stuck: Callable[[int], None] | None = None,
+        stuck_grace: float = DEFAULT_STUCK_GRACE_SECONDS,
+    ) -> None:
+        self.concurrency = max(1, concurrency)
+        self.timeout_ms = timeout_ms
+        self.on_stuck = on_stuck
+        self.stuck_grace = stuck_grace
+        self._slots = threading.BoundedSemaphore(self.concurrency)
+        self._tasks: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0
+        self._runners = 0
+        self._closed = False
+        self.timeouts = 0  # calls answered with a timeout
+        self.stuck = 0  # abandoned calls still running
+
+    # -- public ------------------------------------------------------------------------------------------
+
+    def acquire(self) -> None:
+        """Wait for a scoring slot. Paired with :meth:`release`."""
+        self._slots.acquire()
+
+    def release(self) -> None:
+        self._slots.release()
+
+    def call(self, fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+        """Call ``fn(**kwargs)`` under the deadline; raises :class:`UserScriptTimeout` or fn's exception.
+
+        The caller holds a slot (:meth:`acquire`). The call sees the caller's context variables, so Flask's
+        ``request`` proxy works inside run().
+        """
+        if self.timeout_ms <= 0:
+            return fn(**kwargs)
+        task = _Task(fn, kwargs, contextvars.copy_context())
+        self._submit(task)
+        if not task.done.wait(self.timeout_ms / 1000.0) and self._abandon(task):
+            raise UserScriptTimeout(self.timeout_ms)
+        if task.error is not None:
+            raise task.error
+        return task.result
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            runners = self._runners
+        for _ in range(runners):
+            self._tasks.put(None)
+
+    # -- runners -----------------------------------------------------------------------------------------
+
+    def _submit(self, task: _Task) -> None:
+        with self._lock:
+            start = self._idle == 0
+            if start:
+                self._runners += 1
+            else:
+                self._idle -= 1
+        if start:
+            threading.Thread(target=self._runner, name="azmlinfsrv-run", daemon=True).start()
+        self._tasks.put(task)
+
+    def _runner(self) -> None:
+        while True:
+            task = self._tasks.get()
+            if task is None:
+                return
+            with self._lock:
+                skip = task.abandoned  # its caller gave up before any runner picked it up
+                task.thread_id = threading.get_ident()
+            if not skip:
+                try:
+                    task.result = task.context.run(task.fn, **task.kwargs)
+                except _AbandonedRun:
+                    pass
+                except BaseException as exc:  # the request thread re-raises it
+                    task.error = exc
+            with self._lock:
+                task.thread_id = None
+                if task.abandoned:
+                    self.stuck -= 1
+                # A runner whose task was abandoned has been replaced already: it retires.
+                retire = task.abandoned or self._closed
+                if retire:
+                    self._runners -= 1
+                else:
+                    self._idle += 1
+                # Set under the lock so that _abandon() sees either a finished task or a running one.
+                task.done.set()
+            if retire:
+                self._clear_pending_async_exc()
+                return
+
+    @staticmethod
+    def _clear_pending_async_exc() -> None:
+        # An injected exception that arrived after run() returned would hit the next bytecode of this thread.
+        try:
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(threading.get_ident()), None)
+        except AttributeError:  # pragma: no cover
+            pass
+
+    def _abandon(self, task: _Task) -> bool:
+        """Give up on a late task; False when it finished in the meantime (then its result stands)."""
+        with self._lock:
+            if task.done.is_set():
+                return False
+            task.abandoned = True
+            self.timeouts += 1
+            self.stuck += 1
+            thread_id = task.thread_id
+        if thread_id is not None:
+            _inject(thread_id, _AbandonedRun)
+        watchdog = threading.Timer(self.stuck_grace, self._check_stuck, args=(task, time.monotonic()))
+        watchdog.daemon = True
+        watchdog.start()
+        return True
+
+    def _check_stuck(self, task: _Task, since: float) -> None:
+        if task.done.is_set():
+            return
+        logger.warning(
+            "A timed-out run() call is still running %.1f s after its deadline (a blocking call that cannot be "
+            "interrupted); %d such call(s) in this process.",
+            time.monotonic() - since,
+            self.stuck,
+        )
+        if self.on_stuck is not None:
+            self.on_stuck(self.stuck)

@@ -1,0 +1,161 @@
+"""The life of one loaded score script in a process: loading, init(), ready, failed, draining.
+
+init() runs in a background thread when the host asks for it, so that the process can answer the liveness and
+readiness probes while a model loads. Requests to upstream's routes (``/``, ``/score``) wait until the script
+is ready, exactly as they waited in upstream's accept queue, so clients that poll ``GET /`` see no change.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+
+from ..config import ServerConfig
+from . import model_dir
+from . import print_hook
+from . import user_script
+from .cors import CorsPolicy
+from .scoring import ScoringRunner
+from .swagger import SwaggerDocuments
+from .telemetry import NoTelemetry
+from .telemetry import Telemetry
+from .telemetry import load_telemetry
+from .user_script import UserScript
+
+logger = logging.getLogger("azmlinfsrv")
+trace_logger = logging.getLogger("azmlinfsrv.trace")
+
+FLUSH_TIMEOUT_SECONDS = 10.0
+
+PHASE_STARTING = "starting"
+PHASE_INITIALIZING = "initializing"
+PHASE_READY = "ready"
+PHASE_FAILED = "failed"
+PHASE_DRAINING = "draining"
+
+
+class ServerState:
+    """Everything the request handlers need, shared by all threads of a process."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        telemetry: Telemetry | None = None,
+        on_stuck: Callable[[int], None] | None = None,
+        on_ready: Callable[[float], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.on_ready = on_ready
+        self.telemetry: Telemetry = telemetry if telemetry is not None else NoTelemetry()
+        self.telemetry_on = not isinstance(self.telemetry, NoTelemetry)
+        self.cors: CorsPolicy | None = None
+        self.runner = ScoringRunner(config.worker_threads, config.scoring_timeout_ms, on_stuck=on_stuck)
+        self.script: UserScript | None = None
+        self.swagger = SwaggerDocuments({})
+        self.model_ids: list[str] = []
+        self.phase = PHASE_STARTING
+        self.init_started: float | None = None
+        self.init_seconds: float | None = None
+        self.last_error: str | None = None
+        self.ready = threading.Event()
+        self.settled = threading.Event()  # ready or failed: waiting requests can stop waiting
+        self.lock = threading.Lock()
+
+    # -- boot --------------------------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """The fast part of boot: print hook, telemetry, CORS, model ids (BEHAVIOR.md §7.4 order)."""
+        print_hook.install()
+        logger.info("Starting up app insights client")
+        if not self.telemetry_on:
+            self.telemetry = load_telemetry(self.config)
+            self.telemetry_on = not isinstance(self.telemetry, NoTelemetry)
+        self.model_ids = model_dir.model_ids(self.config.model_dir)
+        self.cors = CorsPolicy.parse(self.config.cors_origins)
+
+    def load_and_init(self) -> None:
+        """Import the script, run init(), build swagger. Raises on failure (after logging it)."""
+        config = self.config
+        self.phase = PHASE_INITIALIZING
+        self.init_started = time.monotonic()
+        try:
+            script = user_script.load(config.entry_script_path, config.app_root)
+            user_script.run_init(script)
+            if os.environ.get("AML_DBG_MODEL_INFO") is not None or os.environ.get("AML_DBG_RESOURCE_INFO") is not None:
+                logger.warning(
+                    "The debuggability features have been removed. If you have a use case for them please reach "
+                    "out to us."
+                )
+            swagger = SwaggerDocuments.build(
+                script, config.app_root, config.service_name, config.service_version, config.service_path_prefix
+            )
+        except BaseException as exc:
+            self._fail(exc)
+            raise
+        with self.lock:
+            self.script = script
+            self.swagger = swagger
+            self.init_seconds = time.monotonic() - self.init_started
+            self.phase = PHASE_READY
+            self.last_error = None
+        if self.on_ready is not None:
+            self.on_ready(self.init_seconds)
+        logger.info("Scoring timeout is set to %s", config.scoring_timeout_ms)
+        logger.info("Worker with pid %s ready for serving traffic", os.getpid())
+        self.ready.set()
+        self.settled.set()
+
+    def _fail(self, exc: BaseException) -> None:
+        self.phase = PHASE_FAILED
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        if self.init_started is not None:
+            self.init_seconds = time.monotonic() - self.init_started
+        if isinstance(exc, user_script.UserScriptException):
+            logger.error("User's init function failed")
+            # compat: upstream writes no colon after "Exception" on this path.
+            logger.exception("Encountered Exception")
+            self.telemetry.exception(exc, "Unknown", "")
+            model_dir.log_listing(self.config.model_dir)
+            if self.telemetry_on:
+                # A bounded flush instead of upstream's blind 30 s sleep.
+                trace_logger.info("Waiting for logs to be sent to Application Insights before exit.")
+                self.telemetry.flush(FLUSH_TIMEOUT_SECONDS)
+        elif not isinstance(exc, user_script.MissingMainModule):
+            logger.exception("Encountered Exception: %s", exc)
+        self.settled.set()
+
+    def start_background_init(self, on_failure: Callable[[BaseException], None]) -> threading.Thread:
+        """Run :meth:`load_and_init` in a thread; ``on_failure`` decides what a failed boot does to the process."""
+
+        def boot() -> None:
+            try:
+                self.load_and_init()
+            except BaseException as exc:
+                on_failure(exc)
+
+        thread = threading.Thread(target=boot, name="azmlinfsrv-init", daemon=True)
+        thread.start()
+        return thread
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+
+    def start_draining(self) -> None:
+        """Readiness turns 503 so load balancers stop sending; in-flight requests finish."""
+        self.phase = PHASE_DRAINING
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        self.settled.wait(timeout)
+        return self.ready.is_set()
+
+    def readiness(self) -> dict[str, object]:
+        body: dict[str, object] = {"ready": self.phase == PHASE_READY, "phase": self.phase}
+        if self.phase == PHASE_INITIALIZING and self.init_started is not None:
+            body["init_seconds"] = round(time.monotonic() - self.init_started, 3)
+        elif self.init_seconds is not None:
+            body["init_seconds"] = round(self.init_seconds, 3)
+        if self.last_error:
+            body["last_error"] = self.last_error
+        return body

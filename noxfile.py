@@ -1,0 +1,74 @@
+"""Every automation of the project: lint, typecheck, tests, core_only, e2e, and on demand bench, docs, fuzz.
+
+``nox`` runs the default sessions (what CI runs); ``nox -s NAME`` runs one. Local packages are always installed
+from this checkout in one resolver call, so the index's ``azureml-inference-server-http`` (upstream) is never used.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
+PYTHONS = nox.project.python_versions(PYPROJECT)
+DEFAULT_PYTHON = "3.11"
+PACKAGES = ("core", "cli", "appinsights", "testing")
+DEV = PYPROJECT["dependency-groups"]["dev"]
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = True
+
+
+def install_local(session: nox.Session, *packages: str, extra: tuple[str, ...] = ()) -> None:
+    """Install local packages (editable) and the dev dependencies with one pip call."""
+    args: list[str] = []
+    for package in packages:
+        args += ["-e", str(ROOT / "packages" / package)]
+    session.install(*args, *DEV, *extra)
+
+
+def coverage_file(session: nox.Session) -> str:
+    return str(ROOT / f".coverage.{sys.platform}.{session.python or DEFAULT_PYTHON}.{session.name}")
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff, and one version for all five distributions."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("python", "tools/check_versions.py")
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on every package's src/."""
+    install_local(session, *PACKAGES, extra=("mypy>=1.10", "types-waitress"))
+    session.run("mypy", *(f"packages/{p}/src" for p in PACKAGES))
+
+
+@nox.session(python=PYTHONS)
+def tests(session: nox.Session) -> None:
+    """Unit tests of every package, on every supported Python."""
+    install_local(session, *PACKAGES)
+    session.run("pytest", *(f"packages/{p}/tests" for p in PACKAGES), *session.posargs)
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def core_only(session: nox.Session) -> None:
+    """Core and testing alone: proves core imports and works without the front-ends and exporters."""
+    install_local(session, "core", "testing")
+    for module in ("gunicorn", "waitress", "typer", "opencensus"):
+        session.run("python", "-c", f"import importlib.util as u, sys; sys.exit(u.find_spec('{module}') is not None)")
+    session.run("pytest", "packages/core/tests", *session.posargs)
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def e2e(session: nox.Session) -> None:
+    """Real azmlinfsrv processes over HTTP on 127.0.0.1."""
+    install_local(session, *PACKAGES)
+    session.run("pytest", "tests/e2e", *session.posargs, env={"PYTHONFAULTHANDLER": "1"})

@@ -153,6 +153,11 @@ class ServerConfig:
         return self.max_request_body_mb * 1024 * 1024 if self.max_request_body_mb > 0 else None
 
     @property
+    def source_directory_path(self) -> str | None:
+        """``AZUREML_SOURCE_DIRECTORY`` relative to the app root (an absolute value is used as is)."""
+        return os.path.join(self.app_root, self.source_dir) if self.source_dir else None
+
+    @property
     def entry_script_path(self) -> str | None:
         """The script to load: absolute as given, relative to ``app_root`` otherwise (BEHAVIOR.md §3.1)."""
         if not self.entry_script:

@@ -96,7 +96,10 @@ def run_arguments(script: UserScript, request: Request) -> tuple[dict[str, Any],
         for name in script.input_params:
             if name in body:
                 kwargs[name] = body[name]
-            elif name not in script.defaults:
+            elif name in script.defaults:
+                # Passed explicitly: inference-schema's wrapper looks decorated parameters up by position.
+                kwargs[name] = script.defaults[name]
+            else:
                 raise InputError(400, f"A value is not provided for the {name!r} parameter.")
         model_input = kwargs
     else:

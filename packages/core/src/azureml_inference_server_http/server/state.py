@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -69,6 +70,10 @@ class ServerState:
     def prepare(self) -> None:
         """The fast part of boot: print hook, telemetry, CORS, model ids (BEHAVIOR.md §7.4 order)."""
         print_hook.install()
+        # BEHAVIOR.md §10.3: the app root and the source directory are importable by the script.
+        for path in (self.config.app_root, self.config.source_directory_path):
+            if path and path not in sys.path:
+                sys.path.append(path)
         logger.info("Starting up app insights client")
         if not self.telemetry_on:
             self.telemetry = load_telemetry(self.config)

@@ -12,6 +12,7 @@ import sys
 import types
 from collections.abc import Callable
 from dataclasses import dataclass
+from dataclasses import field
 from typing import Any
 
 from ..api import aml_request
@@ -48,7 +49,7 @@ class UserScript:
     mode: InputMode
     input_params: list[str]  # every parameter but request_headers, in declaration order
     wants_request_headers: bool
-    defaults: frozenset[str] = frozenset()  # parameters that have a default value
+    defaults: dict[str, Any] = field(default_factory=dict)  # parameters that have a default value
 
     @property
     def first_param(self) -> str:
@@ -176,9 +177,7 @@ def analyse(module: types.ModuleType, path: str | None) -> UserScript:
         mode=mode,
         input_params=params,
         wants_request_headers=wants_headers,
-        defaults=frozenset(
-            name for name, p in signature.parameters.items() if p.default is not inspect.Parameter.empty
-        ),
+        defaults={name: p.default for name, p in signature.parameters.items() if p.default is not p.empty},
     )
 
 

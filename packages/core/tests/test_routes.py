@@ -1,0 +1,204 @@
+"""Routes, request ids and the headers every response of upstream's routes carries (BEHAVIOR.md §2)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from conftest import ECHO
+from conftest import MakeClient
+
+UUID_LEN = 36
+
+
+def test_health_answers_healthy(client: MakeClient) -> None:
+    response = client(ECHO).get("/")
+    assert response.status_code == 200
+    assert response.data == b"Healthy"
+    assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+
+
+def test_request_id_generated_when_absent(client: MakeClient) -> None:
+    response = client(ECHO).post("/score", data="{}")
+    request_id = response.headers["x-request-id"]
+    uuid.UUID(request_id)
+    assert response.headers["x-ms-request-id"] == request_id
+    assert "x-ms-client-request-id" not in response.headers
+
+
+def test_request_id_echoed_and_not_overwritten_by_script(client: MakeClient) -> None:
+    source = """
+    from azureml_inference_server_http.api.aml_response import AMLResponse
+    def init(): pass
+    def run(data):
+        return AMLResponse("", 200, {"x-request-id": "cannot-be-overwritten"})
+    """
+    response = client(source).post("/score", headers={"x-request-id": "mine"})
+    assert response.headers.getlist("x-request-id") == ["mine"]
+
+
+def test_request_id_limit_is_100_characters(client: MakeClient) -> None:
+    app = client(ECHO)
+    assert app.post("/score", headers={"x-request-id": "a" * 100}).status_code == 200
+    response = app.post("/score", headers={"x-request-id": "a" * 101})
+    assert response.status_code == 431
+    assert response.get_json() == {"message": "x-request-id must not exceed 100 characters"}
+    for header in ("x-request-id", "x-ms-request-id", "x-ms-client-request-id"):
+        assert header not in response.headers
+
+
+def test_request_id_limit_applies_to_health(client: MakeClient) -> None:
+    assert client(ECHO).get("/", headers={"x-request-id": "a" * 101}).status_code == 431
+
+
+def test_client_request_id_table(client: MakeClient) -> None:
+    app = client(ECHO)
+    cases = [
+        ({"x-ms-request-id": "B"}, ("B", "B")),
+        ({"x-ms-client-request-id": "C"}, ("C", "C")),
+        ({"x-request-id": "A", "x-ms-request-id": "B"}, ("B", "B")),
+        ({"x-ms-request-id": "B", "x-ms-client-request-id": "C"}, ("B", "C")),
+        ({"x-request-id": "A", "x-ms-client-request-id": "C"}, ("C", "C")),
+    ]
+    for headers, (legacy, client_id) in cases:
+        response = app.post("/score", headers=headers)
+        assert response.headers["x-ms-request-id"] == legacy, headers
+        assert response.headers["x-ms-client-request-id"] == client_id, headers
+        if "x-request-id" in headers:
+            assert response.headers["x-request-id"] == headers["x-request-id"]
+
+
+def test_empty_request_id_is_kept_empty(client: MakeClient) -> None:
+    response = client(ECHO).post("/score", headers={"x-request-id": ""})
+    assert response.status_code == 200
+    assert "x-request-id" not in response.headers
+    assert "x-ms-request-id" not in response.headers
+
+
+def test_client_request_id_limit(client: MakeClient) -> None:
+    app = client(ECHO)
+    for header in ("x-ms-request-id", "x-ms-client-request-id"):
+        assert app.post("/score", headers={header: "c" * 100}).status_code == 200
+        response = app.post("/score", headers={header: "c" * 101, "x-request-id": "A"})
+        assert response.status_code == 431
+        assert response.get_json() == {
+            "message": "x-ms-request-id and x-ms-client-request-id must not exceed 100 characters"
+        }
+        assert response.headers["x-request-id"] == "A"
+        assert "x-ms-request-id" not in response.headers
+        assert "x-ms-client-request-id" not in response.headers
+
+
+def test_legacy_request_id_logs_deprecation(client: MakeClient, caplog) -> None:  # type: ignore[no-untyped-def]
+    client(ECHO).post("/score", headers={"x-ms-request-id": "1234"})
+    assert any("x-ms-request-id header has been deprecated" in r.getMessage() for r in caplog.records)
+
+
+def test_trace_id_echoed_and_capped(client: MakeClient) -> None:
+    app = client(ECHO)
+    assert app.post("/score", headers={"TraceId": "test-id"}).headers["TraceId"] == "test-id"
+    response = app.post("/score", headers={"TraceId": "t" * 101})
+    assert response.status_code == 431
+    assert "t" * 101 not in str(response.headers)
+
+
+def test_server_version_header(client: MakeClient) -> None:
+    response = client(ECHO, env={"HTTP_X_MS_SERVER_VERSION": "azmlinfsrv/1.5.1"}).post("/score")
+    assert response.headers["x-ms-server-version"] == "azmlinfsrv/1.5.1"
+    assert "x-ms-server-version" not in client(ECHO).post("/score").headers
+
+
+def test_unknown_path_is_json_404_without_id_headers(client: MakeClient) -> None:
+    response = client(ECHO).get("/does_not_exist")
+    assert response.status_code == 404
+    assert response.get_json() == {
+        "message": "The requested URL was not found on the server. If you entered the URL manually please check "
+        "your spelling and try again."
+    }
+    assert response.headers["x-ms-run-function-failed"] == "False"
+    assert "x-request-id" not in response.headers
+    assert client(ECHO).get("/score/").status_code == 404
+
+
+def test_wrong_method_is_json_405(client: MakeClient) -> None:
+    app = client(ECHO)
+    for method, path in (("DELETE", "/"), ("POST", "/"), ("PUT", "/score"), ("POST", "/swagger.json")):
+        response = app.open(path, method=method)
+        assert response.status_code == 405, (method, path)
+        assert response.get_json() == {"message": "The method is not allowed for the requested URL."}
+
+
+def test_error_bodies_use_json_dumps_spacing(client: MakeClient) -> None:
+    response = client("def init(): pass\ndef run(data): raise ValueError('x')\n").post("/score")
+    assert response.data == (
+        b'{"message": "An unexpected error occurred in scoring script. Check the logs for more info."}'
+    )
+
+
+def test_options_score_does_not_call_run(client: MakeClient) -> None:
+    source = """
+    def init(): pass
+    def run(data): raise RuntimeError("must not be called")
+    """
+    response = client(source).options("/score")
+    assert response.status_code == 200
+    assert response.data == b""
+    assert response.headers["x-ms-run-function-failed"] == "False"
+    assert "x-ms-run-fn-exec-ms" not in response.headers
+
+
+def test_head_score_is_405_for_non_raw(client: MakeClient) -> None:
+    response = client(ECHO).head("/score")
+    assert response.status_code == 405
+
+
+def test_readiness_and_liveness_routes(client: MakeClient) -> None:
+    app = client(ECHO)
+    for prefix in ("", "/v2"):
+        assert app.get(f"{prefix}/health/live").status_code == 200
+        ready = app.get(f"{prefix}/health/ready")
+        assert ready.status_code == 200
+        assert json.loads(ready.data)["phase"] == "ready"
+
+
+def test_metrics_count_score_requests(client: MakeClient) -> None:
+    app = client(ECHO)
+    for _ in range(3):
+        app.post("/score", data="{}")
+    text = app.get("/metrics").get_data(as_text=True)
+    assert 'azmlinfsrv_requests_total{method="POST",route="/score",status="200"} 3.0' in text
+    assert "azmlinfsrv_run_duration_seconds_count 3.0" in text
+
+
+def test_metrics_can_be_turned_off(client: MakeClient) -> None:
+    assert client(ECHO, env={"AZMLINFSRV_METRICS_ENABLED": "false"}).get("/metrics").status_code == 404
+
+
+def test_cors_exact_origin(client: MakeClient) -> None:
+    app = client(ECHO, env={"AML_CORS_ORIGINS": "www.microsoft.com,  https://bing.com"})
+    response = app.options("/score", headers={"Origin": "www.microsoft.com"})
+    assert response.status_code == 200
+    assert response.headers["Access-Control-Allow-Origin"] == "www.microsoft.com"
+    assert "Access-Control-Allow-Origin" not in app.options("/score", headers={"Origin": "www.azure.com"}).headers
+    lookalike = app.post("/score", headers={"Origin": "https://bing.com.evil.example"})
+    assert "Access-Control-Allow-Origin" not in lookalike.headers
+    preflight = app.options(
+        "/score",
+        headers={"Origin": "https://bing.com", "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "content-type"},
+    )
+    assert preflight.headers["Access-Control-Allow-Methods"] == "GET, POST"
+    assert preflight.headers["Access-Control-Allow-Headers"] == "content-type"
+
+
+def test_cors_star_echoes_origin(client: MakeClient) -> None:
+    response = client(ECHO, env={"AML_CORS_ORIGINS": "*"}).get("/", headers={"Origin": "https://a.example"})
+    assert response.headers["Access-Control-Allow-Origin"] == "https://a.example"
+
+
+def test_body_over_limit_is_413_before_reading(client: MakeClient) -> None:
+    app = client(ECHO, env={"MAX_REQUEST_BODY_MB": "1"})
+    response = app.post("/score", data=b"x" * (1024 * 1024 + 1))
+    assert response.status_code == 413
+    assert "exceeds the limit" in response.get_json()["message"]
+    assert app.post("/score", data=b"x" * (1024 * 1024)).status_code == 200

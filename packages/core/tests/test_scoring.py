@@ -1,0 +1,141 @@
+"""SCORING_TIMEOUT_MS and run() concurrency, in-process (the runner is the same in every worker model)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from azureml_inference_server_http.exceptions import UserScriptTimeout
+from azureml_inference_server_http.server.scoring import ScoringRunner
+from conftest import MakeClient
+
+SLEEPY = """
+import time
+def init(): pass
+def run(data):
+    time.sleep(float(data))
+    return "done"
+"""
+
+
+def test_timeout_answers_on_time_with_upstream_message(client: MakeClient) -> None:
+    app = client(SLEEPY, env={"SCORING_TIMEOUT_MS": "200"})
+    started = time.monotonic()
+    response = app.post("/score", data="2")
+    elapsed = time.monotonic() - started
+    assert response.status_code == 500
+    assert response.get_json() == {"message": "Scoring timeout after 200 ms"}
+    assert response.headers["x-ms-run-function-failed"] == "True"
+    assert 0.2 <= elapsed < 1.0
+    # Capacity is back at once: the next call runs on a fresh runner.
+    assert app.post("/score", data="0").get_json() == "done"
+
+
+def test_timeout_stops_python_loops(client: MakeClient) -> None:
+    source = """
+import threading
+state = {"iterations": 0, "stopped": False}
+def init(): pass
+def run(data):
+    if data == "status":
+        return state
+    try:
+        while True:
+            state["iterations"] += 1
+    except BaseException:
+        state["stopped"] = True
+        raise
+"""
+    app = client(source, env={"SCORING_TIMEOUT_MS": "100"})
+    assert app.post("/score", data="spin").status_code == 500
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not app.post("/score", data="status").get_json()["stopped"]:
+        time.sleep(0.05)
+    assert app.post("/score", data="status").get_json()["stopped"] is True
+
+
+def test_timeout_error_from_user_code_reported_as_timeout(client: MakeClient) -> None:
+    source = "def init(): pass\ndef run(data):\n    raise TimeoutError('socket')\n"
+    response = client(source, env={"SCORING_TIMEOUT_MS": "5000"}).post("/score")
+    assert response.get_json() == {"message": "Scoring timeout after 5000 ms"}
+
+
+def test_timeout_zero_disables(client: MakeClient) -> None:
+    assert client(SLEEPY, env={"SCORING_TIMEOUT_MS": "0"}).post("/score", data="0.3").get_json() == "done"
+
+
+def test_flask_request_visible_in_runner_thread(client: MakeClient) -> None:
+    source = """
+from azureml_inference_server_http.api.aml_request import rawhttp
+import flask
+def init(): pass
+@rawhttp
+def run(request):
+    return {"same": flask.request.path, "arg": request.args.get("x")}
+"""
+    response = client(source, env={"SCORING_TIMEOUT_MS": "5000"}).get("/score?x=1")
+    assert response.get_json() == {"same": "/score", "arg": "1"}
+
+
+def test_runner_limits_concurrency() -> None:
+    runner = ScoringRunner(concurrency=2, timeout_ms=5000)
+    active = 0
+    peak = 0
+    lock = threading.Lock()
+
+    def work() -> None:
+        nonlocal active, peak
+        with lock:
+            active += 1
+            peak = max(peak, active)
+        time.sleep(0.05)
+        with lock:
+            active -= 1
+
+    def request() -> None:
+        runner.acquire()
+        try:
+            runner.call(work, {})
+        finally:
+            runner.release()
+
+    threads = [threading.Thread(target=request) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(5)
+    assert peak == 2
+    runner.close()
+
+
+def test_runner_reports_stuck_calls() -> None:
+    stuck: list[int] = []
+    runner = ScoringRunner(concurrency=1, timeout_ms=50, on_stuck=stuck.append, stuck_grace=0.1)
+    release = threading.Event()
+    with pytest.raises(UserScriptTimeout):
+        runner.call(release.wait, {"timeout": 5})  # a blocking C call: the injected exception cannot land
+    deadline = time.monotonic() + 3
+    while not stuck and time.monotonic() < deadline:
+        time.sleep(0.02)
+    release.set()
+    assert stuck == [1]
+    runner.close()
+
+
+def test_threads_setting_runs_calls_concurrently(client: MakeClient) -> None:
+    app = client(SLEEPY, env={"WORKER_THREADS": "4", "SCORING_TIMEOUT_MS": "5000"})
+    results: list[int] = []
+
+    def call() -> None:
+        results.append(app.application.test_client().post("/score", data="0.3").status_code)
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(5)
+    assert results == [200] * 4
+    assert time.monotonic() - started < 1.0

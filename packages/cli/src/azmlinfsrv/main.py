@@ -11,7 +11,6 @@ import tempfile
 from typing import Any
 from typing import Optional
 
-import click
 import typer
 
 from azureml_inference_server_http import constants as c
@@ -219,7 +218,7 @@ def _register_validate() -> None:
 _register_validate()
 
 
-def _expand_prefixes(args: list[str], command: click.Command) -> list[str]:
+def _expand_prefixes(args: list[str], command: Any) -> list[str]:
     """compat: upstream (argparse) accepts unambiguous prefixes of long options, e.g. ``--entry``."""
     names = [name for param in command.params for name in getattr(param, "opts", []) if name.startswith("--")]
     out = []
@@ -244,13 +243,16 @@ def main(argv: list[str] | None = None) -> None:
         args = _expand_prefixes(args, command)
     try:
         result = command.main(args=args, prog_name="azmlinfsrv", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        # compat: upstream exits 1 on argument errors.
+    except typer.Abort:
         sys.exit(1)
-    except click.exceptions.Abort:
+    except Exception as exc:
+        # Usage errors (click's, or typer's vendored copy of click): the message, then exit 1 as upstream does.
+        show = getattr(exc, "show", None)
+        if show is None or not hasattr(exc, "exit_code"):
+            raise
+        show()
         sys.exit(1)
     sys.exit(result if isinstance(result, int) else 0)
 

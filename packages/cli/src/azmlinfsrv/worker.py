@@ -18,7 +18,6 @@ from azureml_inference_server_http.config import format_config_error
 from azureml_inference_server_http.exceptions import ConfigError
 from azureml_inference_server_http.exceptions import ConfigFileError
 from azureml_inference_server_http.log_config import apply_config_file
-from azureml_inference_server_http.log_config import apply_packaged_config
 from azureml_inference_server_http.server import create_app
 from azureml_inference_server_http.server.print_hook import real_print
 
@@ -72,7 +71,7 @@ def _apply_user_logging(config: ServerConfig) -> None:
                 raise ConfigFileError(f"{path}: {exc}") from exc
             logger.info("Loaded logging config from %s", path)
             return
-    apply_packaged_config()
+    # No user file: the launcher configured logging before this process started serving.
 
 
 def attach_debugger(config: ServerConfig, listen_port: int | None) -> None:

@@ -9,7 +9,9 @@ then the process exits 0.
 from __future__ import annotations
 
 import _thread
+import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -19,7 +21,12 @@ from collections.abc import Iterable
 from typing import Any
 
 import waitress
+from waitress import wasyncore
+from waitress.channel import HTTPChannel
+from waitress.task import ErrorTask
 from waitress.server import BaseWSGIServer
+
+from azureml_inference_server_http import constants as c
 
 from .. import worker
 from ..launch import LaunchSettings
@@ -69,7 +76,32 @@ class _Closing:
             self.on_close()
 
 
+class _JsonErrorTask(ErrorTask):  # type: ignore[misc]
+    """waitress's own protocol errors (413, 400 for malformed requests) as JSON bodies like the app's errors."""
+
+    def execute(self) -> None:
+        error = self.request.error
+        self.status = f"{error.code} {error.reason}"
+        self.response_headers.append(("Content-Type", "application/json"))
+        self.set_close_on_finish()
+        body = json.dumps({"message": f"{error.reason}: {error.body}"}).encode("utf-8")
+        self.content_length = len(body)
+        self.write(body)
+
+
+def _body_limit() -> int:
+    try:
+        megabytes = int(os.environ.get(c.ENV_MAX_REQUEST_BODY_MB, c.DEFAULT_MAX_REQUEST_BODY_MB))
+    except ValueError:
+        megabytes = c.DEFAULT_MAX_REQUEST_BODY_MB
+    # 0 disables our limit; waitress then keeps its own default of 1 GiB. waitress refuses bodies of max_body bytes
+    # or more, and a body of exactly the limit is allowed, hence the + 1.
+    return megabytes * 1024 * 1024 + 1 if megabytes > 0 else 1024**3
+
+
 def serve(settings: LaunchSettings) -> int:
+    # Class attribute on waitress's channel: this process serves only our app, so the change stays with us.
+    HTTPChannel.error_task_class = _JsonErrorTask
     app = worker.build_app(background_init=True, debug_listen_port=settings.debug_port)
     counted = _InFlight(app)
     threads = settings.workers * settings.threads + SPARE_THREADS
@@ -85,6 +117,8 @@ def serve(settings: LaunchSettings) -> int:
             # Slow or idle clients are cut instead of holding a channel forever (RELIABILITY.md W7).
             channel_timeout=60,
             clear_untrusted_proxy_headers=True,
+            # waitress buffers a whole body before the app sees it, so the limit has to be applied here.
+            max_request_body_size=_body_limit(),
         )
     except OSError as exc:
         logger.error("Cannot listen on %s: %s", ", ".join(listen), exc)
@@ -114,10 +148,19 @@ def serve(settings: LaunchSettings) -> int:
         state = getattr(app, "extensions", {}).get("azmlinfsrv.state")
         if state is not None:
             state.start_draining()
-        for dispatcher in list(server.map.values()):
-            if isinstance(dispatcher, BaseWSGIServer):
-                dispatcher.accepting = False
-                dispatcher.close()
+        listeners = [d for d in list(getattr(server, "map", {}).values()) if isinstance(d, BaseWSGIServer)]
+        listeners = listeners or [server]
+
+        def stop_accepting() -> None:
+            for listener in listeners:
+                # Only the listening socket: BaseWSGIServer.close() would also close the trigger through which
+                # worker threads wake the event loop to send their responses.
+                listener.accepting = False
+                wasyncore.dispatcher.close(listener)
+
+        # Closed from inside the event loop: closing a socket select() is waiting on from a signal handler makes
+        # the interrupted select() fail with EBADF.
+        listeners[0].trigger.pull_trigger(stop_accepting)
         threading.Thread(target=drain_then_exit, name="azmlinfsrv-drain", daemon=True).start()
 
     signal.signal(signal.SIGTERM, on_sigterm)

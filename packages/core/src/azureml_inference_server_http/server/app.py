@@ -20,6 +20,7 @@ from flask import Request
 from flask import Response
 from flask import request
 from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from .. import constants as c
@@ -96,6 +97,37 @@ def _read_ids(headers: Any, ids: _Ids) -> str | None:
             return MSG_TRACE_ID_TOO_LONG
         ids.trace_id = trace_id
     return None
+
+
+class _LimitedInput:
+    """A request body stream that raises 413 once more than ``limit`` bytes were read."""
+
+    def __init__(self, stream: Any, limit: int) -> None:
+        self._stream = stream
+        self._limit = limit
+        self._read = 0
+
+    def _count(self, data: bytes) -> bytes:
+        self._read += len(data)
+        if self._read > self._limit:
+            raise RequestEntityTooLarge(
+                f"Request body exceeds the limit of {self._limit} bytes (MAX_REQUEST_BODY_MB)."
+            )
+        return data
+
+    def _size(self, size: int | None) -> int:
+        # Never ask for more than one byte past the limit: that byte is enough to know the body is too large.
+        allowed = self._limit - self._read + 1
+        return allowed if size is None or size < 0 else min(size, allowed)
+
+    def read(self, size: int | None = -1) -> bytes:
+        return self._count(self._stream.read(self._size(size)))
+
+    def readline(self, size: int | None = -1) -> bytes:
+        return self._count(self._stream.readline(self._size(size)))
+
+    def __iter__(self) -> Any:
+        return iter(self.readline, b"")
 
 
 class ScoringApp:
@@ -245,6 +277,10 @@ class ScoringApp:
         if too_large is not None:
             return too_large, None
         state = self.state
+        limit = state.config.max_request_body_bytes
+        if limit is not None and req.content_length is None:
+            # A chunked body: cut it once it passes the limit, while it is read (RELIABILITY.md R6).
+            req.environ["wsgi.input"] = _LimitedInput(req.environ["wsgi.input"], limit)
         if not state.wait_ready():
             return self._json(503, MSG_NOT_READY), None
         script = state.script
@@ -275,6 +311,8 @@ class ScoringApp:
                 # compat: upstream reports any TimeoutError escaping run() as a scoring timeout.
                 message = f"Scoring timeout after {state.config.scoring_timeout_ms} ms"
                 return self._run_failed(exc, ids, message, timeout=True), None
+            except RequestEntityTooLarge as exc:  # run() read a chunked body past the limit
+                return self._json(413, exc.description or "Request body too large"), None
             except BaseException as exc:
                 # SystemExit/KeyboardInterrupt in run() give upstream's HTML 500; a JSON 500 is what clients parse.
                 return self._run_failed(exc, ids, MSG_USER_ERROR), None
@@ -374,10 +412,9 @@ def _internal_error(error: Exception) -> Response:
 def build_flask_app(state: ServerState, metrics: Metrics) -> Flask:
     """The Flask app for a state. Hosts normally call :func:`create_app` instead."""
     app = Flask("azureml_inference_server_http")
-    limit = state.config.max_request_body_bytes
-    # Werkzeug enforces this on chunked bodies too, while they are read (RELIABILITY.md R6).
-    app.config["MAX_CONTENT_LENGTH"] = limit
-    app.config["MAX_FORM_MEMORY_SIZE"] = limit
+    # The body limit is enforced by the score route itself (Content-Length before reading, chunked bodies while
+    # reading): Werkzeug's MAX_CONTENT_LENGTH silently truncates chunked bodies at the limit instead of failing.
+    app.config["MAX_FORM_MEMORY_SIZE"] = state.config.max_request_body_bytes
     handlers = ScoringApp(app, state, metrics)
     app.add_url_rule("/", "liveness", handlers.liveness, methods=["GET"])
     app.add_url_rule(

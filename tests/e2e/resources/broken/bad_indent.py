@@ -1,0 +1,6 @@
+def init():
+    pass
+
+def run(request):
+        x = 1
+    return x

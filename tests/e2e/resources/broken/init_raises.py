@@ -1,0 +1,6 @@
+def init():
+    raise ZeroDivisionError("model file is corrupt")
+
+
+def run(data):
+    return data

@@ -1,0 +1,130 @@
+"""Timeouts, probes, limits, crashes and drain, in every worker model (RELIABILITY.md R1-R6, issue 6 and 7)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import signal
+import socket
+import time
+
+import pytest
+import requests
+
+from conftest import Launcher
+
+pytestmark = pytest.mark.e2e
+
+
+def test_scoring_timeout_holds(launch: Launcher, server_model: str) -> None:
+    server = launch("--entry_script", "sleep_score.py", env={"SCORING_TIMEOUT_MS": "1000"}, model=server_model)
+    started = time.monotonic()
+    response = requests.post(server.url + "/score", data="3", timeout=10)
+    elapsed = time.monotonic() - started
+    assert response.status_code == 500
+    assert response.json() == {"message": "Scoring timeout after 1000 ms"}
+    assert response.headers["x-ms-run-function-failed"] == "True"
+    assert elapsed < 1.25, elapsed
+    # Capacity restored: the next request is served at once.
+    assert requests.post(server.url + "/score", data="0", timeout=5).status_code == 200
+
+
+def test_scoring_timeout_stops_busy_python_loop(launch: Launcher, server_model: str) -> None:
+    server = launch("--entry_script", "sleep_score.py", env={"SCORING_TIMEOUT_MS": "500"}, model=server_model)
+    started = time.monotonic()
+    assert requests.post(server.url + "/score", data="spin", timeout=10).status_code == 500
+    assert time.monotonic() - started < 0.75
+    # The spinning call was interrupted, so it does not starve the next one of the GIL.
+    started = time.monotonic()
+    assert requests.post(server.url + "/score", data="0", timeout=10).status_code == 200
+    assert time.monotonic() - started < 1.0
+
+
+def test_worker_timeout_does_not_cut_allowed_run(launch: Launcher) -> None:
+    server = launch(
+        "--entry_script", "sleep_score.py", env={"SCORING_TIMEOUT_MS": "10000", "WORKER_TIMEOUT": "1"}
+    )
+    response = requests.post(server.url + "/score", data="3", timeout=15)
+    assert response.status_code == 200
+
+
+def test_liveness_while_run_is_busy(launch: Launcher, server_model: str) -> None:
+    server = launch("--entry_script", "sleep_score.py", model=server_model)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        busy = pool.submit(requests.post, server.url + "/score", data="3", timeout=15)
+        time.sleep(0.3)
+        for path in ("/", "/health/live", "/health/ready"):
+            started = time.monotonic()
+            assert requests.get(server.url + path, timeout=5).status_code == 200
+            assert time.monotonic() - started < 1.0, path
+        assert busy.result().status_code == 200
+
+
+def test_readiness_during_slow_init(launch: Launcher) -> None:
+    server = launch("--entry_script", "slow_init.py", env={"INIT_SECONDS": "4"}, wait=False)
+    server.wait_healthy(path="/health/live", timeout=20)
+    ready = requests.get(server.url + "/health/ready", timeout=5)
+    assert ready.status_code == 503
+    assert ready.json()["phase"] == "initializing"
+    assert requests.get(server.url + "/health/live", timeout=5).status_code == 200
+    # Upstream's GET / answers once init() has completed, as it did from the accept queue.
+    assert requests.get(server.url + "/", timeout=15).text == "Healthy"
+    assert requests.get(server.url + "/health/ready", timeout=5).status_code == 200
+
+
+def test_os_exit_in_run_does_not_stop_server(launch: Launcher) -> None:
+    server = launch("--entry_script", "sleep_score.py")
+    with pytest.raises(requests.ConnectionError):
+        requests.post(server.url + "/score", data="exit", timeout=10)
+    server.wait_healthy(timeout=15)
+    assert requests.post(server.url + "/score", data="0", timeout=10).status_code == 200
+    assert server.process.poll() is None
+
+
+def test_sigterm_drains_in_flight_requests(launch: Launcher, server_model: str) -> None:
+    server = launch("--entry_script", "sleep_score.py", "--threads", "4", model=server_model)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(requests.post, server.url + "/score", data="2", timeout=20) for _ in range(4)]
+        time.sleep(0.5)
+        server.stop(signal.SIGTERM)
+        results = [future.result() for future in futures]
+    assert [r.status_code for r in results] == [200] * 4
+    assert server.wait_exit(15) == 0
+    with pytest.raises(requests.ConnectionError):
+        requests.get(server.url + "/", timeout=2)
+
+
+def test_body_limit(launch: Launcher, server_model: str) -> None:
+    server = launch("--entry_script", "valid_score.py", "--max_request_body_mb", "1", model=server_model)
+    limit = 1024 * 1024
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        started = time.monotonic()
+        sock.sendall(b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (50 * limit))
+        data = b""
+        while b"exceeds the limit" not in data and b"exceeds max_body" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 413"), data
+        assert b'{"message": ' in data
+        assert time.monotonic() - started < 1.0
+    assert requests.post(server.url + "/score", data=b"x" * limit, timeout=10).status_code == 200
+
+    def chunks():  # type: ignore[no-untyped-def]
+        for _ in range(3):
+            yield b"y" * (limit // 2)
+
+    response = requests.post(server.url + "/score", data=chunks(), timeout=10)
+    assert response.status_code == 413
+
+
+def test_metrics_across_workers(launch: Launcher) -> None:
+    server = launch("--entry_script", "valid_score.py", "--worker_count", "2")
+    for _ in range(3):
+        assert requests.post(server.url + "/score", data="x", timeout=10).status_code == 200
+    for _ in range(4):  # whichever worker answers the scrape sees every worker's counts
+        response = requests.get(server.url + "/metrics", timeout=10)
+        assert response.status_code == 200
+        assert 'azmlinfsrv_requests_total{method="POST",route="/score",status="200"} 3.0' in response.text, (
+            response.text + server.logs()
+        )

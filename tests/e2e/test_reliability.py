@@ -128,3 +128,31 @@ def test_metrics_across_workers(launch: Launcher) -> None:
         assert 'azmlinfsrv_requests_total{method="POST",route="/score",status="200"} 3.0' in response.text, (
             response.text + server.logs()
         )
+
+
+def test_reload_picks_up_edits_and_keeps_last_good_version(launch: Launcher, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    script = tmp_path / "score.py"
+    script.write_text("def init(): pass\ndef run(data): return 'v1'\n")
+    server = launch("--entry_script", "score.py", "--reload", cwd=tmp_path)
+    assert requests.post(server.url + "/score", timeout=10).json() == "v1"
+
+    def wait_for(expected: str) -> str:
+        deadline = time.monotonic() + 15
+        answer = ""
+        while time.monotonic() < deadline:
+            answer = requests.post(server.url + "/score", timeout=10).json()
+            if answer == expected:
+                break
+            time.sleep(0.2)
+        return answer
+
+    time.sleep(0.5)  # the watcher starts after init()
+    script.write_text("def init(): pass\ndef run(data): return 'v2'\n")
+    assert wait_for("v2") == "v2"
+    script.write_text("def init():\n    raise RuntimeError('broken edit')\ndef run(data): return 'v3'\n")
+    deadline = time.monotonic() + 15
+    while "Reload failed" not in server.stdout() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "Reload failed" in server.stdout()
+    assert requests.post(server.url + "/score", timeout=10).json() == "v2"
+    assert server.process.poll() is None

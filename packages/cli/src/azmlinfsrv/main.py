@@ -22,6 +22,7 @@ from . import environment
 from .launch import SERVERS
 from .launch import LaunchError
 from .launch import resolve
+from .reload import RELOAD_ENV
 
 logger = logging.getLogger("azmlinfsrv")
 
@@ -153,7 +154,7 @@ def serve(
     if max_request_body_mb is not None:
         env[c.ENV_MAX_REQUEST_BODY_MB] = str(max_request_body_mb)
     if reload:
-        env["AZMLINFSRV_RELOAD"] = "true"
+        env[RELOAD_ENV] = "true"
     for line in environment.validate(env):
         print(line)
     app_root = env[c.ENV_APP_ROOT]

@@ -10,10 +10,12 @@ A sample file is either a request description ``{"method": "POST", "json": {...}
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 import os
+import sys
 import time
 import traceback
 from dataclasses import dataclass
@@ -78,15 +80,15 @@ def run_validation(
     started = time.monotonic()
     failure: list[BaseException] = []
     try:
-        app = create_app(environ=env, background_init=True, on_init_failure=failure.append)
-        state = get_state(app)
-        settled = state.settled.wait(init_timeout)
+        # The report owns stdout (it may be JSON or JUnit); the server's own prints go to stderr.
+        with contextlib.redirect_stdout(sys.stderr):
+            app = create_app(environ=env, background_init=True, on_init_failure=failure.append)
+            state = get_state(app)
+            settled = state.settled.wait(init_timeout)
     except Exception as exc:
         report.add("load", False, started, "".join(traceback.format_exception(exc)))
         logging.getLogger("azmlinfsrv").removeHandler(handler)
         return report
-    finally:
-        pass
     if not settled:
         report.add("init", False, started, f"init() did not finish within {init_timeout:g} s")
         logging.getLogger("azmlinfsrv").removeHandler(handler)
@@ -188,6 +190,11 @@ def validate_command(
     renderers = {"text": render_text, "json": render_json, "junit": render_junit}
     if output_format not in renderers:
         raise typer.BadParameter(f"--format must be one of {', '.join(renderers)}")
+    # Server logs go to stderr: stdout carries only the report.
+    server_logger = logging.getLogger("azmlinfsrv")
+    for existing in list(server_logger.handlers):
+        if isinstance(existing, logging.StreamHandler) and getattr(existing, "stream", None) is sys.stdout:
+            existing.setStream(sys.stderr)
     report = run_validation(entry_script, model_dir, sample, init_timeout)
     text = renderers[output_format](report)
     if output:

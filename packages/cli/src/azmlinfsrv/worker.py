@@ -19,7 +19,11 @@ from azureml_inference_server_http.exceptions import ConfigError
 from azureml_inference_server_http.exceptions import ConfigFileError
 from azureml_inference_server_http.log_config import apply_config_file
 from azureml_inference_server_http.server import create_app
+from azureml_inference_server_http.server import get_state
 from azureml_inference_server_http.server.print_hook import real_print
+
+from .reload import RELOAD_ENV
+from .reload import start_watcher
 
 logger = logging.getLogger("azmlinfsrv")
 
@@ -112,6 +116,8 @@ def build_app(
     except BaseException:
         # Synchronous boot (preload): create_app logged the failure already.
         _exit_boot_failure()
+    if os.environ.get(RELOAD_ENV) == "true":
+        start_watcher(get_state(app))
     return app
 
 

@@ -145,6 +145,49 @@ class ServerState:
         thread.start()
         return thread
 
+    # -- reload ------------------------------------------------------------------------------------------
+
+    def watched_paths(self) -> list[str]:
+        """What a reload watcher should watch: the entry script's folder and the source directory."""
+        paths: list[str] = []
+        script = self.config.entry_script_path
+        if script:
+            paths.append(os.path.dirname(os.path.abspath(script)))
+        if self.config.source_directory_path:
+            paths.append(os.path.abspath(self.config.source_directory_path))
+        return [p for p in dict.fromkeys(paths) if os.path.isdir(p)]
+
+    def reload(self) -> bool:
+        """Re-import the script and re-run init(); on failure keep serving the last good version.
+
+        Modules imported from the watched folders are forgotten first, so edits to helpers are picked up too.
+        Requests in flight finish with the version they started with.
+        """
+        config = self.config
+        roots = tuple(os.path.join(path, "") for path in self.watched_paths())
+        for name, module in list(sys.modules.items()):
+            file = getattr(module, "__file__", None) or ""
+            if roots and file.startswith(roots):
+                del sys.modules[name]
+        started = time.monotonic()
+        logger.info("Reloading the score script")
+        try:
+            script = user_script.load(config.entry_script_path, config.app_root)
+            user_script.run_init(script)
+            swagger = SwaggerDocuments.build(
+                script, config.app_root, config.service_name, config.service_version, config.service_path_prefix
+            )
+        except BaseException as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            logger.exception("Reload failed; still serving the previous version of the score script")
+            return False
+        with self.lock:
+            self.script = script
+            self.swagger = swagger
+            self.last_error = None
+        logger.info("Reloaded the score script in %.3f s", time.monotonic() - started)
+        return True
+
     # -- lifecycle ---------------------------------------------------------------------------------------
 
     def start_draining(self) -> None:

@@ -72,3 +72,25 @@ def e2e(session: nox.Session) -> None:
     """Real azmlinfsrv processes over HTTP on 127.0.0.1."""
     install_local(session, *PACKAGES)
     session.run("pytest", "tests/e2e", *session.posargs, env={"PYTHONFAULTHANDLER": "1"})
+
+
+@nox.session(python=DEFAULT_PYTHON, default=False)
+def bench(session: nox.Session) -> None:
+    """Side by side with upstream 1.5.1 under wrk; writes docs/performance.md (`nox -s bench -- --quick`)."""
+    # The harness builds its own venvs for both servers; the session only needs the chart library.
+    session.install("matplotlib>=3.7")
+    session.run("python", "benchmarks/harness.py", *session.posargs)
+
+
+@nox.session(python=DEFAULT_PYTHON, default=False)
+def docs(session: nox.Session) -> None:
+    """The documentation site; --strict turns every warning (a broken link, a page missing from nav) into an error."""
+    session.install("mkdocs-material>=9.5")
+    session.run("mkdocs", "build", "--strict", "--site-dir", str(ROOT / "site"))
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def docs_tests(session: nox.Session) -> None:
+    """The docs cover every flag, variable and config key; the deploy files and examples match the server."""
+    install_local(session, *PACKAGES, extra=("kubernetes-validate", "pyyaml"))
+    session.run("pytest", "tests/docs", *session.posargs)

@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 import requests
-
-from conftest import BROKEN
 from conftest import RESOURCES
 from conftest import Launcher
 from conftest import free_port
@@ -95,7 +93,9 @@ def test_env_vars_seen_by_script_without_flags(launch: Launcher) -> None:
 
 
 def test_model_dir_verbatim_and_cli_beats_env(launch: Launcher) -> None:
-    server = launch("--entry_script", "env_score.py", "--model_dir", "./my/dir", env={"AZUREML_MODEL_DIR": "./not/good"})
+    server = launch(
+        "--entry_script", "env_score.py", "--model_dir", "./my/dir", env={"AZUREML_MODEL_DIR": "./not/good"}
+    )
     assert requests.post(server.url + "/score", timeout=10).json()["AZUREML_MODEL_DIR"] == "./my/dir"
     assert "Use the --model_dir command line argument" not in server.stdout()
 
@@ -155,7 +155,9 @@ def test_app_insights_key_validation(launch: Launcher) -> None:
     assert "Invalid Application Insights instrumentation key provided." in bad.stdout()
     assert "Application Insights has been disabled." in bad.stdout()
     assert requests.post(bad.url + "/score", timeout=10).json()["AML_APP_INSIGHTS_ENABLED"] == "false"
-    weird = launch("--entry_script", "env_score.py", env={"AML_APP_INSIGHTS_ENABLED": "asdf", "AML_APP_INSIGHTS_KEY": key})
+    weird = launch(
+        "--entry_script", "env_score.py", env={"AML_APP_INSIGHTS_ENABLED": "asdf", "AML_APP_INSIGHTS_KEY": key}
+    )
     assert requests.post(weird.url + "/score", timeout=10).json()["AML_APP_INSIGHTS_ENABLED"] == "false"
 
 
@@ -210,10 +212,20 @@ def test_python_m_core_module_starts_the_server(launch: Launcher) -> None:
 
 
 def test_help_exits_0_and_bad_arguments_exit_1() -> None:
-    help_run = subprocess.run([sys.executable, "-m", "azmlinfsrv", "--help"], capture_output=True, text=True, timeout=60)
+    help_run = subprocess.run(
+        [sys.executable, "-m", "azmlinfsrv", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert help_run.returncode == 0
-    for flag in ("--entry_script", "--model_dir", "--port", "--health_port", "--worker_count",
-                 "--appinsights_instrumentation_key", "--access_control_allow_origins", "--config_file"):
+    for flag in (
+        "--entry_script",
+        "--model_dir",
+        "--port",
+        "--health_port",
+        "--worker_count",
+        "--appinsights_instrumentation_key",
+        "--access_control_allow_origins",
+        "--config_file",
+    ):
         assert flag in help_run.stdout
     for args in (["--port", "0"], ["--worker_count", "0"], ["--bogus", "1"], ["--port"]):
         bad = subprocess.run([sys.executable, "-m", "azmlinfsrv", *args], capture_output=True, text=True, timeout=60)

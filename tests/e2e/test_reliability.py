@@ -9,7 +9,6 @@ import time
 
 import pytest
 import requests
-
 from conftest import Launcher
 
 pytestmark = pytest.mark.e2e
@@ -40,9 +39,7 @@ def test_scoring_timeout_stops_busy_python_loop(launch: Launcher, server_model: 
 
 
 def test_worker_timeout_does_not_cut_allowed_run(launch: Launcher) -> None:
-    server = launch(
-        "--entry_script", "sleep_score.py", env={"SCORING_TIMEOUT_MS": "10000", "WORKER_TIMEOUT": "1"}
-    )
+    server = launch("--entry_script", "sleep_score.py", env={"SCORING_TIMEOUT_MS": "10000", "WORKER_TIMEOUT": "1"})
     response = requests.post(server.url + "/score", data="3", timeout=15)
     assert response.status_code == 200
 
@@ -156,3 +153,51 @@ def test_reload_picks_up_edits_and_keeps_last_good_version(launch: Launcher, tmp
     assert "Reload failed" in server.stdout()
     assert requests.post(server.url + "/score", timeout=10).json() == "v2"
     assert server.process.poll() is None
+
+
+def _hammer(url: str, clients: int, seconds: float, max_requests: int) -> tuple[int, list[str]]:
+    """Send unique bodies from ``clients`` threads; return the count and every problem seen."""
+    deadline = time.monotonic() + seconds
+    problems: list[str] = []
+    counter = iter(range(max_requests))
+
+    def client(worker: int) -> int:
+        done = 0
+        with requests.Session() as session:
+            while time.monotonic() < deadline:
+                try:
+                    n = next(counter)
+                except StopIteration:
+                    break
+                body = f"{worker}-{n}"
+                try:
+                    response = session.post(url + "/score", data=body, headers={"x-request-id": body}, timeout=10)
+                except requests.RequestException as exc:
+                    problems.append(f"{body}: {exc}")
+                    continue
+                if response.status_code != 200:
+                    problems.append(f"{body}: {response.status_code}")
+                elif response.json()["body"] != body or response.headers["x-request-id"] != body:
+                    problems.append(f"{body}: mixed up with {response.json()['body']}")
+                done += 1
+        return done
+
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        total = sum(pool.map(client, range(clients)))
+    return total, problems
+
+
+def test_sustained_load_loses_and_mixes_nothing(launch: Launcher, server_model: str) -> None:
+    server = launch("--entry_script", "valid_score.py", "--worker_count", "2", model=server_model)
+    total, problems = _hammer(server.url, clients=16, seconds=5, max_requests=20_000)
+    assert problems == []
+    assert total > 100
+    assert "Traceback" not in server.logs()
+
+
+def test_worker_recycling_loses_nothing(launch: Launcher) -> None:
+    server = launch("--entry_script", "valid_score.py", "--worker_count", "2", env={"AZMLINFSRV_MAX_REQUESTS": "25"})
+    total, problems = _hammer(server.url, clients=4, seconds=8, max_requests=300)
+    assert problems == []
+    assert total == 300
+    assert server.stderr().count("Booting worker") > 2  # workers really were recycled

@@ -31,10 +31,26 @@ def test_env_names_case_insensitive_and_lax_ints() -> None:
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [
-        ("SCORING_TIMEOUT_MS", "string", "Input should be a valid integer, unable to parse string as an integer"),
-        ("SCORING_TIMEOUT_MS", "1.5", "Input should be a valid integer, got a number with a fractional part"),
-        ("APP_INSIGHTS_LOG_RESPONSE_ENABLED", "maybe", "Input should be a valid boolean, unable to interpret input"),
-        ("AZUREML_DEBUG_PORT", "x", "Input should be a valid integer, unable to parse string as an integer"),
+        (
+            "SCORING_TIMEOUT_MS",
+            "string",
+            "Input should be a valid integer, unable to parse string as an integer",
+        ),
+        (
+            "SCORING_TIMEOUT_MS",
+            "1.5",
+            "Input should be a valid integer, got a number with a fractional part",
+        ),
+        (
+            "APP_INSIGHTS_LOG_RESPONSE_ENABLED",
+            "maybe",
+            "Input should be a valid boolean, unable to interpret input",
+        ),
+        (
+            "AZUREML_DEBUG_PORT",
+            "x",
+            "Input should be a valid integer, unable to parse string as an integer",
+        ),
     ],
 )
 def test_invalid_values(name: str, value: str, message: str) -> None:
@@ -74,7 +90,11 @@ def test_config_file_precedence_and_ignored_keys(tmp_path: Path) -> None:
     assert config.app_insights_enabled is False
     assert config.model_dir == ""
     # Keys that config.json cannot set are reported with the unknown ones.
-    assert config.unknown_config_keys == ("AML_CORS_ORIGINS", "AML_APP_INSIGHTS_ENABLED", "EXTRA_KEY")
+    assert config.unknown_config_keys == (
+        "AML_CORS_ORIGINS",
+        "AML_APP_INSIGHTS_ENABLED",
+        "EXTRA_KEY",
+    )
     assert config.config_file == str(config_file)
 
 
@@ -84,7 +104,10 @@ def test_config_file_discovery_order(tmp_path: Path) -> None:
     app_root.mkdir()
     script_dir.mkdir()
     (script_dir / "config.json").write_text(json.dumps({"SERVICE_NAME": "beside-script"}))
-    env = {"AML_APP_ROOT": str(app_root), "AZUREML_ENTRY_SCRIPT": str(script_dir / "score.py")}
+    env = {
+        "AML_APP_ROOT": str(app_root),
+        "AZUREML_ENTRY_SCRIPT": str(script_dir / "score.py"),
+    }
     assert ServerConfig.from_env(env).service_name == "beside-script"
     (app_root / "config.json").write_text(json.dumps({"SERVICE_NAME": "app-root"}))
     assert ServerConfig.from_env(env).service_name == "app-root"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import ECHO
 from conftest import MakeClient
 
@@ -48,7 +47,10 @@ def test_json_mode_get_builds_json_from_query(client: MakeClient) -> None:
     assert client(ECHO).get("/score").get_json() == "{}"
 
 
-@pytest.mark.parametrize("content_type", [None, "", "application/json", "text/plain", "application/octet-stream"])
+@pytest.mark.parametrize(
+    "content_type",
+    [None, "", "application/json", "text/plain", "application/octet-stream"],
+)
 def test_json_mode_ignores_content_type(client: MakeClient, content_type: str | None) -> None:
     headers = {} if content_type is None else {"Content-Type": content_type}
     body = '{"data": "some plain text"}'
@@ -94,15 +96,34 @@ def test_schema_mode(client: MakeClient, method: str) -> None:
 def test_schema_mode_errors(client: MakeClient) -> None:
     app = client(SCHEMA)
     cases = [
-        (app.post("/score", json={"a": 10}), 400, "A value is not provided for the 'num' parameter."),
-        (app.post("/score", json=[1, 2, 3]), 400, "POST body should be a JSON dictionary."),
-        (app.post("/score", data="", content_type="application/json"), 400,
-         "POST body is empty. Expecting a JSON dictionary."),
-        (app.post("/score", data='{"num": 1}', content_type="text/plain"), 415,
-         "Expects Content-Type to be application/json"),
-        (app.post("/score", data="{", content_type="application/json"), 400,
-         "POST body could not be decoded as JSON: Expecting property name enclosed in double quotes: "
-         "line 1 column 2 (char 1)"),
+        (
+            app.post("/score", json={"a": 10}),
+            400,
+            "A value is not provided for the 'num' parameter.",
+        ),
+        (
+            app.post("/score", json=[1, 2, 3]),
+            400,
+            "POST body should be a JSON dictionary.",
+        ),
+        (
+            app.post("/score", data="", content_type="application/json"),
+            400,
+            "POST body is empty. Expecting a JSON dictionary.",
+        ),
+        (
+            app.post("/score", data='{"num": 1}', content_type="text/plain"),
+            415,
+            "Expects Content-Type to be application/json",
+        ),
+        (
+            app.post("/score", data="{", content_type="application/json"),
+            400,
+            (
+                "POST body could not be decoded as JSON: Expecting property name enclosed in double quotes: "
+                "line 1 column 2 (char 1)"
+            ),
+        ),
     ]
     for response, status, message in cases:
         assert response.status_code == status
@@ -129,7 +150,11 @@ def test_schema_mode_defaults_and_undecorated_params(client: MakeClient) -> None
     app = client(source)
     assert app.post("/score", json={"num": 1}).get_json() == [1, 10, "red"]
     assert app.post("/score", json={"num": 1, "size": 5}).get_json() == [1, 5, "red"]
-    assert app.post("/score", json={"num": 1, "color": "blue"}).get_json() == [1, 10, "blue"]
+    assert app.post("/score", json={"num": 1, "color": "blue"}).get_json() == [
+        1,
+        10,
+        "blue",
+    ]
 
 
 def test_schema_conversion_failure_is_user_error(client: MakeClient) -> None:
@@ -156,7 +181,11 @@ def test_numpy_schema_input_arrives_as_array(client: MakeClient) -> None:
 
 def test_raw_mode_gets_flask_request_for_every_method(client: MakeClient) -> None:
     app = client(RAW)
-    assert app.get("/score?a=1&b=x").get_json() == {"method": "GET", "query": "a=1&b=x", "body": ""}
+    assert app.get("/score?a=1&b=x").get_json() == {
+        "method": "GET",
+        "query": "a=1&b=x",
+        "body": "",
+    }
     assert app.post("/score", data=b"[1, 2, 3]").get_json()["body"] == "[1, 2, 3]"
     assert app.options("/score").get_json()["method"] == "OPTIONS"
     head = app.head("/score")

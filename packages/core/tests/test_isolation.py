@@ -22,14 +22,23 @@ def test_core_imports_no_front_end(tmp_path: Path) -> None:
         sys.stdout.write("\\n" + ",".join(loaded) + "\\n")
         """
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     assert result.stdout.splitlines()[-1] == ""
     assert "Initializing logger" in result.stdout  # the app really was created
 
 
 def test_python_m_core_points_to_cli_or_explains() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "azureml_inference_server_http", "--help"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "azureml_inference_server_http", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     try:
         import azmlinfsrv  # noqa: F401

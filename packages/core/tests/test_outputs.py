@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import MakeClient
 
 
@@ -36,13 +35,20 @@ def test_plain_results(client: MakeClient, expr: str, body: bytes) -> None:
 
 def test_numpy_results(client: MakeClient) -> None:
     imports = "import numpy as np"
-    assert client(script("np.arange(3)", imports)).post("/score").get_json() == [0, 1, 2]
+    assert client(script("np.arange(3)", imports)).post("/score").get_json() == [
+        0,
+        1,
+        2,
+    ]
     assert client(script("{'x': np.float32(1.5), 'n': np.int64(7)}", imports)).post("/score").get_json() == {
         "x": 1.5,
         "n": 7,
     }
     nan_array = client(script("np.array([1.0, np.nan])", imports)).post("/score")
-    assert json.loads(nan_array.data, parse_constant=lambda c: pytest.fail(c)) == [1.0, None]
+    assert json.loads(nan_array.data, parse_constant=lambda c: pytest.fail(c)) == [
+        1.0,
+        None,
+    ]
 
 
 def test_pandas_results(client: MakeClient) -> None:
@@ -98,7 +104,11 @@ AML = "from azureml_inference_server_http.api.aml_response import AMLResponse"
 
 def test_amlresponse_variants(client: MakeClient) -> None:
     empty = client(script("AMLResponse(None, 333)", AML)).post("/score")
-    assert (empty.status_code, empty.data, empty.headers["Content-Type"]) == (333, b"{}", "application/json")
+    assert (empty.status_code, empty.data, empty.headers["Content-Type"]) == (
+        333,
+        b"{}",
+        "application/json",
+    )
     assert empty.headers["x-ms-run-function-failed"] == "False"
     text = client(script('AMLResponse("test", 444)', AML)).post("/score")
     assert (text.status_code, text.data) == (444, b"test")
@@ -122,7 +132,9 @@ def test_amlresponse_headers_split_and_failed_forced(client: MakeClient) -> None
 
 
 def test_plain_flask_response_passes_through(client: MakeClient) -> None:
-    source = "from flask import Response\ndef init(): pass\ndef run(data):\n    return Response('hi', status='299 CUSTOM')\n"
+    source = (
+        "from flask import Response\ndef init(): pass\ndef run(data):\n    return Response('hi', status='299 CUSTOM')\n"
+    )
     response = client(source).post("/score")
     assert response.status == "299 CUSTOM"
     assert "x-ms-run-function-failed" not in response.headers

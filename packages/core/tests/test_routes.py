@@ -122,7 +122,12 @@ def test_unknown_path_is_json_404_without_id_headers(client: MakeClient) -> None
 
 def test_wrong_method_is_json_405(client: MakeClient) -> None:
     app = client(ECHO)
-    for method, path in (("DELETE", "/"), ("POST", "/"), ("PUT", "/score"), ("POST", "/swagger.json")):
+    for method, path in (
+        ("DELETE", "/"),
+        ("POST", "/"),
+        ("PUT", "/score"),
+        ("POST", "/swagger.json"),
+    ):
         response = app.open(path, method=method)
         assert response.status_code == 405, (method, path)
         assert response.get_json() == {"message": "The method is not allowed for the requested URL."}
@@ -184,8 +189,11 @@ def test_cors_exact_origin(client: MakeClient) -> None:
     assert "Access-Control-Allow-Origin" not in lookalike.headers
     preflight = app.options(
         "/score",
-        headers={"Origin": "https://bing.com", "Access-Control-Request-Method": "POST",
-                 "Access-Control-Request-Headers": "content-type"},
+        headers={
+            "Origin": "https://bing.com",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type",
+        },
     )
     assert preflight.headers["Access-Control-Allow-Methods"] == "GET, POST"
     assert preflight.headers["Access-Control-Allow-Headers"] == "content-type"

@@ -6,10 +6,10 @@ import threading
 import time
 
 import pytest
+from conftest import MakeClient
 
 from azureml_inference_server_http.exceptions import UserScriptTimeout
 from azureml_inference_server_http.server.scoring import ScoringRunner
-from conftest import MakeClient
 
 SLEEPY = """
 import time

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-
-from azureml_inference_server_http.server import create_app
 from conftest import ECHO
 from conftest import MakeClient
+
+from azureml_inference_server_http.server import create_app
 
 NUMPY = """
 import numpy as np
@@ -42,8 +42,16 @@ def test_undecorated_schemas(client: MakeClient) -> None:
     doc = client(ECHO).get("/swagger.json").get_json()
     assert doc["definitions"]["ServiceInput"] == {"type": "object", "example": {}}
     assert doc["definitions"]["ServiceOutput"] == {"type": "object", "example": {}}
-    assert list(doc) == ["swagger", "info", "schemes", "consumes", "produces", "securityDefinitions", "paths",
-                         "definitions"]
+    assert list(doc) == [
+        "swagger",
+        "info",
+        "schemes",
+        "consumes",
+        "produces",
+        "securityDefinitions",
+        "paths",
+        "definitions",
+    ]
     assert list(doc["paths"]) == ["/", "/score", "/swagger.json"]
     assert doc["info"]["description"] == "API specification for the Azure Machine Learning service ML service"
 
@@ -53,7 +61,11 @@ def test_decorated_schemas(client: MakeClient) -> None:
     assert doc["definitions"]["ServiceInput"] == {
         "type": "object",
         "properties": {
-            "data": {"type": "array", "items": {"type": "integer", "format": "int64"}, "format": "numpy.ndarray"}
+            "data": {
+                "type": "array",
+                "items": {"type": "integer", "format": "int64"},
+                "format": "numpy.ndarray",
+            }
         },
         "example": {"data": [10, 9, 8, 7, 6, 5, 4, 3, 2, 1]},
     }
@@ -85,7 +97,11 @@ def run(data): return data
 
 
 def test_prefix_and_names(client: MakeClient) -> None:
-    env = {"SERVICE_PATH_PREFIX": "/a/b/", "SERVICE_NAME": 'my "quoted" \\ service', "SERVICE_VERSION": "2.1"}
+    env = {
+        "SERVICE_PATH_PREFIX": "/a/b/",
+        "SERVICE_NAME": 'my "quoted" \\ service',
+        "SERVICE_VERSION": "2.1",
+    }
     doc = client(ECHO, env=env).get("/swagger.json").get_json()
     assert list(doc["paths"]) == ["/a/b/", "/a/b/score", "/a/b/swagger.json"]
     assert doc["info"]["title"] == 'my "quoted" \\ service'

@@ -20,21 +20,48 @@ from azureml_inference_server_http.server.user_script import MissingMainModule
 @pytest.mark.parametrize(
     ("source", "error", "text"),
     [
-        ("def init(): pass\n", UserScriptError, "does not have a run() function defined."),
-        ("def run(data): pass\n", UserScriptError, "does not have a init() function defined."),
-        ("def init(): pass\ndef run(*args): pass\n", UserScriptError,
-         "run() cannot accept positional-only arguments, *args, or **kwargs."),
-        ("def init(): pass\ndef run(**kw): pass\n", UserScriptError,
-         "run() cannot accept positional-only arguments, *args, or **kwargs."),
-        ("def init(): pass\ndef run(a, /): pass\n", UserScriptError,
-         "run() cannot accept positional-only arguments, *args, or **kwargs."),
-        ("def init(): pass\ndef run(): pass\n", UserScriptError, "run() needs to accept an argument for input data."),
-        ("def init(): pass\ndef run(request_headers): pass\n", UserScriptError,
-         'run() needs to accept an argument other than "request_headers".'),
+        (
+            "def init(): pass\n",
+            UserScriptError,
+            "does not have a run() function defined.",
+        ),
+        (
+            "def run(data): pass\n",
+            UserScriptError,
+            "does not have a init() function defined.",
+        ),
+        (
+            "def init(): pass\ndef run(*args): pass\n",
+            UserScriptError,
+            "run() cannot accept positional-only arguments, *args, or **kwargs.",
+        ),
+        (
+            "def init(): pass\ndef run(**kw): pass\n",
+            UserScriptError,
+            "run() cannot accept positional-only arguments, *args, or **kwargs.",
+        ),
+        (
+            "def init(): pass\ndef run(a, /): pass\n",
+            UserScriptError,
+            "run() cannot accept positional-only arguments, *args, or **kwargs.",
+        ),
+        (
+            "def init(): pass\ndef run(): pass\n",
+            UserScriptError,
+            "run() needs to accept an argument for input data.",
+        ),
+        (
+            "def init(): pass\ndef run(request_headers): pass\n",
+            UserScriptError,
+            'run() needs to accept an argument other than "request_headers".',
+        ),
     ],
 )
 def test_contract_violations(make_app: Callable[..., Flask], source: str, error: type, text: str) -> None:
-    with pytest.raises(error, match=".*" + text.replace("(", r"\(").replace(")", r"\)").replace("*", r"\*")):
+    with pytest.raises(
+        error,
+        match=".*" + text.replace("(", r"\(").replace(")", r"\)").replace("*", r"\*"),
+    ):
         make_app(source)
 
 
@@ -69,7 +96,12 @@ def test_import_failures_wrap_the_cause(make_app: Callable[..., Flask], source: 
 
 def test_missing_file(tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(UserScriptImportException) as info:
-        create_app(environ={"AML_APP_ROOT": str(tmp_path), "AZUREML_ENTRY_SCRIPT": str(tmp_path / "missing.py")})
+        create_app(
+            environ={
+                "AML_APP_ROOT": str(tmp_path),
+                "AZUREML_ENTRY_SCRIPT": str(tmp_path / "missing.py"),
+            }
+        )
     assert isinstance(info.value.__cause__, FileNotFoundError)
     assert "No such file or directory." in caplog.text
 
@@ -82,7 +114,10 @@ def test_init_failure_is_user_exception_and_lists_model_dir(  # type: ignore[no-
     (model_dir / "m1" / "1").mkdir(parents=True)
     (model_dir / "m1" / "1" / "a.pkl").write_text("x")
     with pytest.raises(UserScriptException) as info:
-        make_app("def init():\n    1 / 0\ndef run(data): pass\n", env={"AZUREML_MODEL_DIR": str(model_dir)})
+        make_app(
+            "def init():\n    1 / 0\ndef run(data): pass\n",
+            env={"AZUREML_MODEL_DIR": str(model_dir)},
+        )
     assert isinstance(info.value.__cause__, ZeroDivisionError)
     messages = [record.getMessage() for record in caplog.records]
     assert "User's init function failed" in messages
@@ -136,7 +171,10 @@ def test_init_runs_in_background_and_readiness_follows(tmp_path: Path) -> None:
         f"def init():\n    while not os.path.exists({str(gate)!r}):\n        time.sleep(0.01)\n"
         "def run(data): return 'ok'\n"
     )
-    app = create_app(environ={"AML_APP_ROOT": str(tmp_path), "AZUREML_ENTRY_SCRIPT": "score.py"}, background_init=True)
+    app = create_app(
+        environ={"AML_APP_ROOT": str(tmp_path), "AZUREML_ENTRY_SCRIPT": "score.py"},
+        background_init=True,
+    )
     client = app.test_client()
     assert client.get("/health/live").status_code == 200
     ready = client.get("/health/ready")
@@ -154,6 +192,10 @@ def test_source_directory_on_path(tmp_path: Path) -> None:
     (tmp_path / "score.py").write_text(
         "import helper_mod_for_test\ndef init(): pass\ndef run(data): return helper_mod_for_test.value()\n"
     )
-    environ = {"AML_APP_ROOT": str(tmp_path), "AZUREML_ENTRY_SCRIPT": "score.py", "AZUREML_SOURCE_DIRECTORY": "src"}
+    environ = {
+        "AML_APP_ROOT": str(tmp_path),
+        "AZUREML_ENTRY_SCRIPT": "score.py",
+        "AZUREML_SOURCE_DIRECTORY": "src",
+    }
     assert create_app(environ=environ).test_client().post("/score").get_json() == {"key": "value"}
     assert os.path.join(str(tmp_path), "src") in sys.path

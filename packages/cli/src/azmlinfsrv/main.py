@@ -9,10 +9,8 @@ import shutil
 import sys
 import tempfile
 from typing import Any
-from typing import Optional
 
 import typer
-
 from azureml_inference_server_http import constants as c
 from azureml_inference_server_http.log_config import PACKAGED_CONFIG
 from azureml_inference_server_http.log_config import apply_packaged_config
@@ -37,13 +35,15 @@ app = typer.Typer(
 )
 
 
-def _port(value: Optional[int]) -> Optional[int]:
+def _port(value: int | None) -> int | None:
     if value is not None and not 1 <= value <= 65535:
-        raise typer.BadParameter(f"Specified port '{value}' is invalid. Please specify a port within the [1, 65535] range.")
+        raise typer.BadParameter(
+            f"Specified port '{value}' is invalid. Please specify a port within the [1, 65535] range."
+        )
     return value
 
 
-def _positive(value: Optional[int]) -> Optional[int]:
+def _positive(value: int | None) -> int | None:
     if value is not None and value <= 0:
         raise typer.BadParameter(f"Specified value '{value}' is invalid. Please specify a value greater than zero.")
     return value
@@ -52,62 +52,62 @@ def _positive(value: Optional[int]) -> Optional[int]:
 @app.callback(invoke_without_command=True)
 def serve(
     ctx: typer.Context,
-    entry_script: Optional[str] = typer.Option(
+    entry_script: str | None = typer.Option(
         None, "--entry_script", help="The relative or absolute path to the scoring script."
     ),
-    model_dir: Optional[str] = typer.Option(
+    model_dir: str | None = typer.Option(
         None,
         "--model_dir",
         help="The relative or absolute path to the model directory. The model directory will be accessible "
         "through the 'AZUREML_MODEL_DIR' environment variable.",
     ),
-    port: Optional[int] = typer.Option(
+    port: int | None = typer.Option(
         None, "--port", callback=_port, help="The serving port of the server. Default is 5001."
     ),
-    health_port: Optional[int] = typer.Option(
+    health_port: int | None = typer.Option(
         None,
         "--health_port",
         callback=_port,
         help="The health port of the server (with SEPERATE_HEALTH_ENDPOINT=true). Default is 5000.",
     ),
-    worker_count: Optional[int] = typer.Option(
+    worker_count: int | None = typer.Option(
         None,
         "--worker_count",
         callback=_positive,
         help="The number of worker processes which will process concurrent requests. Default is 1.",
     ),
-    appinsights_instrumentation_key: Optional[str] = typer.Option(
+    appinsights_instrumentation_key: str | None = typer.Option(
         None,
         "--appinsights_instrumentation_key",
         help="The instrumentation key to the application insights where the logs will be published.",
     ),
-    access_control_allow_origins: Optional[str] = typer.Option(
+    access_control_allow_origins: str | None = typer.Option(
         None,
         "--access_control_allow_origins",
         help='Enable CORS for the specified origins. Separate multiple origins with ",". '
         'Example: "https://example.com, https://example.org"',
     ),
-    config_file: Optional[str] = typer.Option(
+    config_file: str | None = typer.Option(
         None, "--config_file", help="The relative or absolute path to the configuration file."
     ),
     rest: bool = typer.Option(False, "--rest", hidden=True),
-    threads: Optional[int] = typer.Option(
+    threads: int | None = typer.Option(
         None,
         "--threads",
         callback=_positive,
         help="run() calls served concurrently in each worker (env WORKER_THREADS). Default is 1: many models "
         "are not thread-safe.",
     ),
-    server: Optional[str] = typer.Option(
+    server: str | None = typer.Option(
         None,
         "--server",
         help=f"The HTTP server: {' or '.join(SERVERS)} (env AZMLINFSRV_SERVER). Default: waitress on Windows, "
         "gunicorn elsewhere.",
     ),
-    host: Optional[str] = typer.Option(
+    host: str | None = typer.Option(
         None, "--host", help="The address to listen on (env AZMLINFSRV_HOST). Default is 0.0.0.0."
     ),
-    max_request_body_mb: Optional[int] = typer.Option(
+    max_request_body_mb: int | None = typer.Option(
         None,
         "--max_request_body_mb",
         help="Largest accepted request body in MB (env MAX_REQUEST_BODY_MB); 0 disables the limit. Default is 100.",
@@ -115,7 +115,7 @@ def serve(
     reload: bool = typer.Option(
         False, "--reload", help="Re-import the entry script and re-run init() when its files change."
     ),
-    debug_port: Optional[int] = typer.Option(
+    debug_port: int | None = typer.Option(
         None,
         "--debug_port",
         callback=_port,
@@ -168,12 +168,15 @@ def serve(
         raise typer.Exit(1) from None
     print(banner.render(env, _extra_banner(settings)), flush=True)
     multiproc_dir = _metrics_dir(env)
+    launcher_pid = os.getpid()
     try:
         module_name, _, attr = SERVERS[settings.server].partition(":")
         serve_with = getattr(importlib.import_module(module_name), attr)
         code = serve_with(settings)
     finally:
-        if multiproc_dir:
+        # gunicorn workers are forked from this function and unwind through it when they exit: only the
+        # launcher itself removes the shared directory.
+        if multiproc_dir and os.getpid() == launcher_pid:
             shutil.rmtree(multiproc_dir, ignore_errors=True)
     raise typer.Exit(code)
 

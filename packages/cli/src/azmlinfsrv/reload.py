@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import TYPE_CHECKING
 
-from azureml_inference_server_http.server.state import ServerState
+if TYPE_CHECKING:  # the launcher imports this module before it may import the server (see core's metrics)
+    from azureml_inference_server_http.server.state import ServerState
 
 logger = logging.getLogger("azmlinfsrv")
 

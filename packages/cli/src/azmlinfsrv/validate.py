@@ -21,11 +21,9 @@ import traceback
 from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
-from typing import Optional
 from xml.sax.saxutils import escape
 
 import typer
-
 from azureml_inference_server_http import constants as c
 
 _REQUEST_KEYS = {"method", "json", "body", "headers", "query", "expect_status"}
@@ -62,12 +60,7 @@ def _captured_logs() -> tuple[io.StringIO, logging.Handler]:
     return buffer, handler
 
 
-def run_validation(
-    entry_script: str, model_dir: str | None, samples: list[str], init_timeout: float
-) -> Report:
-    from azureml_inference_server_http.server import create_app
-    from azureml_inference_server_http.server import get_state
-
+def run_validation(entry_script: str, model_dir: str | None, samples: list[str], init_timeout: float) -> Report:
     report = Report(entry_script=os.path.abspath(entry_script))
     env = dict(os.environ)
     env.setdefault(c.ENV_APP_ROOT, os.getcwd())
@@ -77,6 +70,17 @@ def run_validation(
         os.environ[c.ENV_MODEL_DIR] = model_dir  # the script reads it from its environment
     env[c.ENV_METRICS_ENABLED] = "false"
     buffer, handler = _captured_logs()
+    try:
+        _check(report, env, samples, init_timeout, buffer)
+    finally:
+        logging.getLogger("azmlinfsrv").removeHandler(handler)
+    return report
+
+
+def _check(report: Report, env: dict[str, str], samples: list[str], init_timeout: float, logs: io.StringIO) -> None:
+    from azureml_inference_server_http.server import create_app
+    from azureml_inference_server_http.server import get_state
+
     started = time.monotonic()
     failure: list[BaseException] = []
     try:
@@ -87,21 +91,18 @@ def run_validation(
             settled = state.settled.wait(init_timeout)
     except Exception as exc:
         report.add("load", False, started, "".join(traceback.format_exception(exc)))
-        logging.getLogger("azmlinfsrv").removeHandler(handler)
-        return report
+        return
     if not settled:
         report.add("init", False, started, f"init() did not finish within {init_timeout:g} s")
-        logging.getLogger("azmlinfsrv").removeHandler(handler)
-        return report
+        return
     if failure:
-        exc = failure[0]
-        detail = "".join(traceback.format_exception(exc)) + "\n" + buffer.getvalue()
+        detail = "".join(traceback.format_exception(failure[0])) + "\n" + logs.getvalue()
         report.add("load and init", False, started, detail)
-        logging.getLogger("azmlinfsrv").removeHandler(handler)
-        return report
+        return
     script = state.script
     assert script is not None
-    report.add("load and init", True, started, f"run() input mode: {script.mode.value}; init took {state.init_seconds:.3f} s")
+    init_detail = f"run() input mode: {script.mode.value}; init took {state.init_seconds or 0.0:.3f} s"
+    report.add("load and init", True, started, init_detail)
     swagger_started = time.monotonic()
     versions = state.swagger.versions
     report.add("swagger", bool(versions), swagger_started, f"versions: {', '.join(versions) or 'none'}")
@@ -128,8 +129,6 @@ def run_validation(
         body = response.get_data(as_text=True)
         detail = f"{method} {path} -> {response.status_code}: {body[:500]}"
         report.add(f"sample {sample}", response.status_code == expected, sample_started, detail)
-    logging.getLogger("azmlinfsrv").removeHandler(handler)
-    return report
 
 
 def render_text(report: Report) -> str:
@@ -180,10 +179,10 @@ def render_junit(report: Report) -> str:
 
 def validate_command(
     entry_script: str = typer.Option(..., "--entry_script", help="The score script to check."),
-    model_dir: Optional[str] = typer.Option(None, "--model_dir", help="The model directory (AZUREML_MODEL_DIR)."),
+    model_dir: str | None = typer.Option(None, "--model_dir", help="The model directory (AZUREML_MODEL_DIR)."),
     sample: list[str] = typer.Option([], "--sample", help="A request JSON file to score; repeat for several."),
     output_format: str = typer.Option("text", "--format", help="text, json or junit."),
-    output: Optional[str] = typer.Option(None, "--output", help="Write the report to this file instead of stdout."),
+    output: str | None = typer.Option(None, "--output", help="Write the report to this file instead of stdout."),
     init_timeout: float = typer.Option(600.0, "--init_timeout", help="Seconds init() may take."),
 ) -> None:
     """Check a score script: import, init(), swagger and sample requests. Exit 0 only if all pass."""

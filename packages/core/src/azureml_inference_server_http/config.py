@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections.abc import Callable
 from collections.abc import Mapping
@@ -50,7 +51,7 @@ def parse_int(value: Any) -> int:
         number = float(text)
     except ValueError:
         raise ValueError(_MSG_INT) from None
-    if number != number or number in (float("inf"), float("-inf")):
+    if not math.isfinite(number):
         raise ValueError(_MSG_INT)
     if not number.is_integer():
         raise ValueError(_MSG_INT_FRACTION)
@@ -95,12 +96,36 @@ _SETTINGS: tuple[_Setting, ...] = (
     _Setting("service_version", c.ENV_SERVICE_VERSION, parse_str),
     _Setting("scoring_timeout_ms", c.ENV_SCORING_TIMEOUT_MS, parse_int),
     _Setting("log_level", c.ENV_LOG_LEVEL, parse_str),
-    _Setting("app_insights_enabled", c.ENV_APP_INSIGHTS_ENABLED, parse_bool, in_config_file=False),
+    _Setting(
+        "app_insights_enabled",
+        c.ENV_APP_INSIGHTS_ENABLED,
+        parse_bool,
+        in_config_file=False,
+    ),
     _Setting("app_insights_key", c.ENV_APP_INSIGHTS_KEY, parse_str, in_config_file=False),
-    _Setting("app_insights_connection_string", c.ENV_APP_INSIGHTS_CONNECTION_STRING, parse_str, in_config_file=False),
-    _Setting("mdc_storage_enabled", c.ENV_MDC_STORAGE_ENABLED, parse_bool, in_config_file=False),
-    _Setting("mdc_storage_enabled", c.ENV_MODEL_DC_STORAGE_ENABLED, parse_bool, in_config_file=False),
-    _Setting("app_insights_log_response_enabled", c.ENV_APP_INSIGHTS_LOG_RESPONSE_ENABLED, parse_bool),
+    _Setting(
+        "app_insights_connection_string",
+        c.ENV_APP_INSIGHTS_CONNECTION_STRING,
+        parse_str,
+        in_config_file=False,
+    ),
+    _Setting(
+        "mdc_storage_enabled",
+        c.ENV_MDC_STORAGE_ENABLED,
+        parse_bool,
+        in_config_file=False,
+    ),
+    _Setting(
+        "mdc_storage_enabled",
+        c.ENV_MODEL_DC_STORAGE_ENABLED,
+        parse_bool,
+        in_config_file=False,
+    ),
+    _Setting(
+        "app_insights_log_response_enabled",
+        c.ENV_APP_INSIGHTS_LOG_RESPONSE_ENABLED,
+        parse_bool,
+    ),
     _Setting("cors_origins", c.ENV_CORS_ORIGINS, parse_str, in_config_file=False),
     _Setting("model_dir", c.ENV_MODEL_DIR, parse_str),
     _Setting("hostname", c.ENV_HOSTNAME, parse_str),

@@ -20,7 +20,7 @@ PACKAGED_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "logg
 class AMLLogFormatter(logging.Formatter):
     """The server's format with timestamps in UTC (BEHAVIOR.md §7.2)."""
 
-    converter = time.gmtime
+    converter = time.gmtime  # type: ignore[assignment]
 
     def __init__(self, fmt: str | None = LOG_FORMAT, datefmt: str | None = None, style: Any = "%") -> None:
         super().__init__(fmt=fmt, datefmt=datefmt, style=style)

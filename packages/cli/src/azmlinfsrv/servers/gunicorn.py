@@ -17,11 +17,10 @@ import shlex
 import signal
 from typing import Any
 
+from azureml_inference_server_http.log_config import PACKAGED_CONFIG
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 from gunicorn.workers.gthread import ThreadWorker
-
-from azureml_inference_server_http.log_config import PACKAGED_CONFIG
 
 from .. import worker
 from ..launch import LaunchSettings
@@ -33,13 +32,13 @@ logger = logging.getLogger("azmlinfsrv")
 SPARE_THREADS = 4
 
 
-class AzmlinfsrvArbiter(Arbiter):
+class AzmlinfsrvArbiter(Arbiter):  # type: ignore[misc]
     """gunicorn's master, halting only on our own boot-failure code (see worker.BOOT_FAILURE_EXIT_CODE)."""
 
     WORKER_BOOT_ERROR = worker.BOOT_FAILURE_EXIT_CODE
 
 
-class AzmlinfsrvWorker(ThreadWorker):
+class AzmlinfsrvWorker(ThreadWorker):  # type: ignore[misc]
     """gthread worker that marks the app as draining on SIGTERM, so readiness turns 503 at once."""
 
     def handle_exit(self, sig: int, frame: Any) -> None:
@@ -63,6 +62,14 @@ def _logging_config(access_log: bool) -> dict[str, Any]:
     if not access_log:
         config["loggers"]["gunicorn.access"]["level"] = "WARNING"
     return config
+
+
+def _child_exit(server: Any, worker: Any) -> None:
+    """Live gauges (in-flight requests) of a dead worker must stop counting (prometheus-client multiprocess)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
 
 
 def load_app(settings: LaunchSettings) -> Any:
@@ -98,6 +105,7 @@ class AzmlinfsrvGunicorn(BaseApplication):  # type: ignore[misc]
             "proc_name": "azmlinfsrv",
             "max_requests": s.max_requests,
             "max_requests_jitter": s.max_requests // 10 if s.max_requests else 0,
+            "child_exit": _child_exit,
         }
         if "control_socket_disable" in self.cfg.settings:
             # gunicorn 24+ opens a control socket in the home directory; several servers would fight over it.

@@ -21,12 +21,11 @@ from collections.abc import Iterable
 from typing import Any
 
 import waitress
+from azureml_inference_server_http import constants as c
 from waitress import wasyncore
 from waitress.channel import HTTPChannel
-from waitress.task import ErrorTask
 from waitress.server import BaseWSGIServer
-
-from azureml_inference_server_http import constants as c
+from waitress.task import ErrorTask
 
 from .. import worker
 from ..launch import LaunchSettings
@@ -80,9 +79,10 @@ class _JsonErrorTask(ErrorTask):  # type: ignore[misc]
     """waitress's own protocol errors (413, 400 for malformed requests) as JSON bodies like the app's errors."""
 
     def execute(self) -> None:
-        error = self.request.error
+        error: Any = getattr(self.request, "error", None)
         self.status = f"{error.code} {error.reason}"
-        self.response_headers.append(("Content-Type", "application/json"))
+        headers: Any = self.response_headers
+        headers.append(("Content-Type", "application/json"))
         self.set_close_on_finish()
         body = json.dumps({"message": f"{error.reason}: {error.body}"}).encode("utf-8")
         self.content_length = len(body)
@@ -109,7 +109,7 @@ def serve(settings: LaunchSettings) -> int:
     if settings.health_port is not None and settings.health_port != settings.port:
         listen.insert(0, f"{settings.host}:{settings.health_port}")
     try:
-        server = waitress.create_server(
+        server: Any = waitress.create_server(  # type: ignore[attr-defined]
             counted,
             listen=" ".join(listen),
             threads=threads,
@@ -148,7 +148,7 @@ def serve(settings: LaunchSettings) -> int:
         state = getattr(app, "extensions", {}).get("azmlinfsrv.state")
         if state is not None:
             state.start_draining()
-        listeners = [d for d in list(getattr(server, "map", {}).values()) if isinstance(d, BaseWSGIServer)]
+        listeners: list[Any] = [d for d in getattr(server, "map", {}).values() if isinstance(d, BaseWSGIServer)]
         listeners = listeners or [server]
 
         def stop_accepting() -> None:

@@ -38,5 +38,7 @@ def reset_rawhttp_flag() -> None:
 class AMLRequest(Request):
     """A type for annotations: raw run() receives Flask's request, which is an instance of ``flask.Request``."""
 
-    def __init__(self) -> None:  # compat: upstream's signature; not meant to be instantiated
+    def __init__(
+        self,
+    ) -> None:  # compat: upstream's signature; not meant to be instantiated
         super().__init__()  # type: ignore[call-arg]

@@ -15,7 +15,7 @@ from ..api import aml_response
 sys.modules.setdefault("azureml.contrib.services.aml_request", aml_request)
 sys.modules.setdefault("azureml.contrib.services.aml_response", aml_response)
 
-from .app import create_app  # noqa: E402
+from .app import create_app  # noqa: E402 - the aliases must exist before the app modules load scripts
 from .app import get_state  # noqa: E402
 
 __all__ = ["create_app", "get_state"]

@@ -60,7 +60,7 @@ def _message(text: str) -> bytes:
 class _Ids:
     """The request ids of one request (BEHAVIOR.md §2.3)."""
 
-    __slots__ = ("request_id", "legacy", "client", "trace_id")
+    __slots__ = ("client", "legacy", "request_id", "trace_id")
 
     def __init__(self) -> None:
         self.request_id = ""
@@ -110,9 +110,7 @@ class _LimitedInput:
     def _count(self, data: bytes) -> bytes:
         self._read += len(data)
         if self._read > self._limit:
-            raise RequestEntityTooLarge(
-                f"Request body exceeds the limit of {self._limit} bytes (MAX_REQUEST_BODY_MB)."
-            )
+            raise RequestEntityTooLarge(f"Request body exceeds the limit of {self._limit} bytes (MAX_REQUEST_BODY_MB).")
         return data
 
     def _size(self, size: int | None) -> int:
@@ -174,10 +172,24 @@ class ScoringApp:
         query = req.query_string
         path = req.path + "?" + query.decode("latin-1") if query else req.path
         length = response.headers.get("Content-Length", "N/A") if not response.is_streamed else "N/A"
-        logger.info("%s %s %d %.3fms %s", req.method, path, response.status_code, elapsed_ms, length)
+        logger.info(
+            "%s %s %d %.3fms %s",
+            req.method,
+            path,
+            response.status_code,
+            elapsed_ms,
+            length,
+        )
         return elapsed_ms
 
-    def _report(self, req: Request, response: WerkzeugResponse, ids: _Ids, wall_start: float, ms: float) -> None:
+    def _report(
+        self,
+        req: Request,
+        response: WerkzeugResponse,
+        ids: _Ids,
+        wall_start: float,
+        ms: float,
+    ) -> None:
         response_value: str | None = None
         if self.state.config.app_insights_log_response_enabled and not response.is_streamed:
             try:
@@ -391,7 +403,11 @@ class ScoringApp:
 
 def _http_error(error: HTTPException) -> Response:
     """Routing and protocol errors as JSON (BEHAVIOR.md §2.6)."""
-    response = Response(_message(error.description or error.name), status=error.code or 500, mimetype=JSON)
+    response = Response(
+        _message(error.description or error.name),
+        status=error.code or 500,
+        mimetype=JSON,
+    )
     response.headers[c.HEADER_RUN_FUNCTION_FAILED] = "False"
     if error.code == 405:
         # Upstream omits Allow on 405; RFC 9110 §15.5.6 requires it and no client is hurt by it.
@@ -403,7 +419,10 @@ def _http_error(error: HTTPException) -> Response:
 
 def _internal_error(error: Exception) -> Response:
     original = getattr(error, "original_exception", None) or error
-    logger.error("Encountered Exception: ", exc_info=(type(original), original, original.__traceback__))
+    logger.error(
+        "Encountered Exception: ",
+        exc_info=(type(original), original, original.__traceback__),
+    )
     response = Response(_message(MSG_INTERNAL_ERROR), status=500, mimetype=JSON)
     response.headers[c.HEADER_RUN_FUNCTION_FAILED] = "False"
     return response
@@ -418,7 +437,11 @@ def build_flask_app(state: ServerState, metrics: Metrics) -> Flask:
     handlers = ScoringApp(app, state, metrics)
     app.add_url_rule("/", "liveness", handlers.liveness, methods=["GET"])
     app.add_url_rule(
-        "/score", "score", handlers.score, methods=["GET", "POST", "OPTIONS"], provide_automatic_options=False
+        "/score",
+        "score",
+        handlers.score,
+        methods=["GET", "POST", "OPTIONS"],
+        provide_automatic_options=False,
     )
     app.add_url_rule("/swagger.json", "swagger", handlers.swagger, methods=["GET"])
     for prefix in ("", "/v2"):

@@ -39,12 +39,17 @@ class CorsPolicy:
                     entry,
                 )
         logger.info("Enabling CORS for the following origins: %s", ", ".join(entries))
-        return cls(origins=frozenset(e.lower().rstrip("/") for e in entries), allow_any="*" in entries)
+        return cls(
+            origins=frozenset(e.lower().rstrip("/") for e in entries),
+            allow_any="*" in entries,
+        )
 
     def allows(self, origin: str) -> bool:
         return self.allow_any or origin.lower().rstrip("/") in self.origins
 
-    def headers(self, origin: str | None, preflight_headers: str | None, is_preflight: bool) -> Iterable[tuple[str, str]]:
+    def headers(
+        self, origin: str | None, preflight_headers: str | None, is_preflight: bool
+    ) -> Iterable[tuple[str, str]]:
         """Headers to add to a response for this request's ``Origin``; nothing for a non-matching origin."""
         if not origin or not self.allows(origin):
             return ()

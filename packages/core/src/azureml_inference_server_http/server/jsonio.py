@@ -108,9 +108,8 @@ class UnserializableOutput(TypeError):
 def _convert(obj: Any) -> Any:
     """``default=`` hook for json.dumps: native forms for the types models return."""
     module = type(obj).__module__
-    if module == "numpy" or module.startswith("numpy."):
-        if hasattr(obj, "tolist"):
-            return obj.tolist()
+    if (module == "numpy" or module.startswith("numpy.")) and hasattr(obj, "tolist"):
+        return obj.tolist()
     if module == "pandas" or module.startswith("pandas."):
         to_dict = getattr(obj, "to_dict", None)
         if type(obj).__name__ == "DataFrame" and to_dict is not None:

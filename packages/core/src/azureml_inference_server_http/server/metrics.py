@@ -17,7 +17,23 @@ from prometheus_client import Histogram
 from prometheus_client import generate_latest
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
 
 
 class Metrics:
@@ -28,10 +44,19 @@ class Metrics:
         self.multiprocess = enabled and bool(os.environ.get(MULTIPROC_ENV))
         if not enabled:
             return
+        if self.multiprocess:
+            # prometheus-client picks its value store when it is first imported; if that happened before the
+            # launcher set PROMETHEUS_MULTIPROC_DIR, pick again so that values go to the shared files.
+            from prometheus_client import values
+
+            values.ValueClass = values.get_value_class()
         registry = CollectorRegistry()
         self.registry = registry
         self.requests = Counter(
-            "azmlinfsrv_requests", "Requests to /score.", ["route", "method", "status"], registry=registry
+            "azmlinfsrv_requests",
+            "Requests to /score.",
+            ["route", "method", "status"],
+            registry=registry,
         )
         self.request_seconds = Histogram(
             "azmlinfsrv_request_duration_seconds",
@@ -40,20 +65,36 @@ class Metrics:
             registry=registry,
         )
         self.run_seconds = Histogram(
-            "azmlinfsrv_run_duration_seconds", "Time spent in run().", buckets=_BUCKETS, registry=registry
+            "azmlinfsrv_run_duration_seconds",
+            "Time spent in run().",
+            buckets=_BUCKETS,
+            registry=registry,
         )
         self.failures = Counter("azmlinfsrv_run_failures", "run() calls that raised.", registry=registry)
         self.timeouts = Counter(
-            "azmlinfsrv_scoring_timeouts", "run() calls stopped by SCORING_TIMEOUT_MS.", registry=registry
-        )
-        gauge_mode = {"multiprocess_mode": "livesum"} if self.multiprocess else {}
-        self.init_seconds = Gauge(
-            "azmlinfsrv_init_duration_seconds",
-            "How long init() took in this worker.",
+            "azmlinfsrv_scoring_timeouts",
+            "run() calls stopped by SCORING_TIMEOUT_MS.",
             registry=registry,
-            **({"multiprocess_mode": "max"} if self.multiprocess else {}),
         )
-        self.in_flight = Gauge("azmlinfsrv_requests_in_flight", "Requests being scored.", registry=registry, **gauge_mode)
+        # Across gunicorn workers: in-flight requests add up, init durations report the slowest worker.
+        if self.multiprocess:
+            self.init_seconds = Gauge(
+                "azmlinfsrv_init_duration_seconds",
+                "How long init() took in this worker.",
+                registry=registry,
+                multiprocess_mode="max",
+            )
+            self.in_flight = Gauge(
+                "azmlinfsrv_requests_in_flight",
+                "Requests being scored.",
+                registry=registry,
+                multiprocess_mode="livesum",
+            )
+        else:
+            self.init_seconds = Gauge(
+                "azmlinfsrv_init_duration_seconds", "How long init() took in this worker.", registry=registry
+            )
+            self.in_flight = Gauge("azmlinfsrv_requests_in_flight", "Requests being scored.", registry=registry)
         self._labelled: dict[tuple[str, int], Counter] = {}
 
     @classmethod
@@ -93,6 +134,6 @@ class Metrics:
             from prometheus_client import multiprocess
 
             registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -15,7 +15,13 @@ print_logger = logging.getLogger("azmlinfsrv.print")
 _original_print = builtins.print
 
 
-def _print_to_logger(*objects: Any, sep: str | None = " ", end: str | None = "\n", file: Any = None, flush: bool = False) -> None:
+def _print_to_logger(
+    *objects: Any,
+    sep: str | None = " ",
+    end: str | None = "\n",
+    file: Any = None,
+    flush: bool = False,
+) -> None:
     if file is None or file is sys.stdout:
         # compat: upstream drops `end` and `flush`; one print is one record.
         print_logger.info((" " if sep is None else sep).join(map(str, objects)))

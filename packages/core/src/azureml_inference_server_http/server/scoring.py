@@ -37,9 +37,23 @@ class _AbandonedRun(BaseException):
 
 
 class _Task:
-    __slots__ = ("fn", "kwargs", "context", "done", "result", "error", "abandoned", "thread_id")
+    __slots__ = (
+        "abandoned",
+        "context",
+        "done",
+        "error",
+        "fn",
+        "kwargs",
+        "result",
+        "thread_id",
+    )
 
-    def __init__(self, fn: Callable[..., Any], kwargs: dict[str, Any], context: contextvars.Context) -> None:
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        kwargs: dict[str, Any],
+        context: contextvars.Context,
+    ) -> None:
         self.fn = fn
         self.kwargs = kwargs
         self.context = context

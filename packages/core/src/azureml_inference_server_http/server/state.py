@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 from ..config import ServerConfig
+from ..exceptions import UserScriptException
 from . import model_dir
 from . import print_hook
 from . import user_script
@@ -95,7 +96,11 @@ class ServerState:
                     "out to us."
                 )
             swagger = SwaggerDocuments.build(
-                script, config.app_root, config.service_name, config.service_version, config.service_path_prefix
+                script,
+                config.app_root,
+                config.service_name,
+                config.service_version,
+                config.service_path_prefix,
             )
         except BaseException as exc:
             self._fail(exc)
@@ -118,7 +123,7 @@ class ServerState:
         self.last_error = f"{type(exc).__name__}: {exc}"
         if self.init_started is not None:
             self.init_seconds = time.monotonic() - self.init_started
-        if isinstance(exc, user_script.UserScriptException):
+        if isinstance(exc, UserScriptException):
             logger.error("User's init function failed")
             # compat: upstream writes no colon after "Exception" on this path.
             logger.exception("Encountered Exception")
@@ -175,7 +180,11 @@ class ServerState:
             script = user_script.load(config.entry_script_path, config.app_root)
             user_script.run_init(script)
             swagger = SwaggerDocuments.build(
-                script, config.app_root, config.service_name, config.service_version, config.service_path_prefix
+                script,
+                config.app_root,
+                config.service_name,
+                config.service_version,
+                config.service_path_prefix,
             )
         except BaseException as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
@@ -199,7 +208,10 @@ class ServerState:
         return self.ready.is_set()
 
     def readiness(self) -> dict[str, object]:
-        body: dict[str, object] = {"ready": self.phase == PHASE_READY, "phase": self.phase}
+        body: dict[str, object] = {
+            "ready": self.phase == PHASE_READY,
+            "phase": self.phase,
+        }
         if self.phase == PHASE_INITIALIZING and self.init_started is not None:
             body["init_seconds"] = round(time.monotonic() - self.init_started, 3)
         elif self.init_seconds is not None:

@@ -23,7 +23,11 @@ VERSION_ALIASES = {"2": "2", "2.0": "2", "3": "3", "3.0": "3", "3.1": "3.1"}
 ALL_VERSIONS = ("2", "3", "3.1")
 _INFERENCE_SCHEMA_VERSIONS = {"2.0": "2", "3.0": "3", "3.1": "3.1"}
 # User documents looked up in AML_APP_ROOT, first match wins (BEHAVIOR.md §8.2).
-USER_FILES = {"2": ("swagger.json", "swagger2.json"), "3": ("swagger3.json",), "3.1": ("swagger3.1.json",)}
+USER_FILES = {
+    "2": ("swagger.json", "swagger2.json"),
+    "3": ("swagger3.json",),
+    "3.1": ("swagger3.1.json",),
+}
 
 _HEALTH_DESCRIPTION = "Simple health check endpoint to ensure the service is up at any given point."
 _HEALTH_OK = "If service is up and running, this response will be returned with the content 'Healthy'"
@@ -31,24 +35,40 @@ _ERROR_DESCRIPTION = "The service failed to execute due to an error."
 _SCORE_DESCRIPTION = "Run web service's model and get the prediction output"
 _PAYLOAD_DESCRIPTION = "The input payload for executing the real-time machine learning service."
 _SCORE_OK = "The service processed the input correctly and provided a result prediction, if applicable."
-_BEARER = {"type": "apiKey", "name": "Authorization", "in": "header", "description": "For example: Bearer abc123"}
+_BEARER = {
+    "type": "apiKey",
+    "name": "Authorization",
+    "in": "header",
+    "description": "For example: Bearer abc123",
+}
 _ERROR_SCHEMA = {"type": "object", "properties": {"message": {"type": "string"}}}
 
 
 def _schemas(script: UserScript) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
     """ServiceInput, ServiceOutput and the versions run()'s decorators support."""
     if script.mode is not InputMode.SCHEMA:
-        return {"type": "object", "example": {}}, {"type": "object", "example": {}}, list(ALL_VERSIONS)
+        return (
+            {"type": "object", "example": {}},
+            {"type": "object", "example": {}},
+            list(ALL_VERSIONS),
+        )
     from inference_schema.schema_util import get_input_schema
     from inference_schema.schema_util import get_output_schema
     from inference_schema.schema_util import get_supported_versions
 
     supported = [_INFERENCE_SCHEMA_VERSIONS[v] for v in get_supported_versions(script.run)]
-    return copy.deepcopy(get_input_schema(script.run)), copy.deepcopy(get_output_schema(script.run)), supported
+    return (
+        copy.deepcopy(get_input_schema(script.run)),
+        copy.deepcopy(get_output_schema(script.run)),
+        supported,
+    )
 
 
 def _v2(name: str, version: str, prefix: str, service_input: Any, service_output: Any) -> dict[str, Any]:
-    error = {"description": _ERROR_DESCRIPTION, "schema": {"$ref": "#/definitions/ErrorResponse"}}
+    error = {
+        "description": _ERROR_DESCRIPTION,
+        "schema": {"$ref": "#/definitions/ErrorResponse"},
+    }
     return {
         "swagger": "2.0",
         "info": _info(name, version),
@@ -85,7 +105,10 @@ def _v2(name: str, version: str, prefix: str, service_input: Any, service_output
                         }
                     ],
                     "responses": {
-                        "200": {"description": _SCORE_OK, "schema": {"$ref": "#/definitions/ServiceOutput"}},
+                        "200": {
+                            "description": _SCORE_OK,
+                            "schema": {"$ref": "#/definitions/ServiceOutput"},
+                        },
                         "default": error,
                     },
                 }
@@ -95,10 +118,19 @@ def _v2(name: str, version: str, prefix: str, service_input: Any, service_output
                     "operationId": "GetSwaggerSpec",
                     "description": "Get the Swagger specification.",
                     "parameters": [
-                        {"name": "version", "in": "query", "required": False, "type": "integer", "enum": [2, 3]}
+                        {
+                            "name": "version",
+                            "in": "query",
+                            "required": False,
+                            "type": "integer",
+                            "enum": [2, 3],
+                        }
                     ],
                     "responses": {
-                        "200": {"description": "The Swagger specification.", "schema": {"type": "string"}},
+                        "200": {
+                            "description": "The Swagger specification.",
+                            "schema": {"type": "string"},
+                        },
                         "default": error,
                     },
                 }
@@ -112,10 +144,20 @@ def _v2(name: str, version: str, prefix: str, service_input: Any, service_output
     }
 
 
-def _v3(openapi: str, name: str, version: str, prefix: str, service_input: Any, service_output: Any) -> dict[str, Any]:
+def _v3(
+    openapi: str,
+    name: str,
+    version: str,
+    prefix: str,
+    service_input: Any,
+    service_output: Any,
+) -> dict[str, Any]:
     def error() -> dict[str, Any]:
         schema = {"$ref": "#/components/schemas/ErrorResponse"}
-        return {"description": _ERROR_DESCRIPTION, "content": {"application/json": {"schema": schema}}}
+        return {
+            "description": _ERROR_DESCRIPTION,
+            "content": {"application/json": {"schema": schema}},
+        }
 
     return {
         "openapi": openapi,
@@ -147,9 +189,7 @@ def _v3(openapi: str, name: str, version: str, prefix: str, service_input: Any, 
                     "responses": {
                         "200": {
                             "description": _SCORE_OK,
-                            "content": {
-                                "application/json": {"schema": {"$ref": "#/components/schemas/ServiceOutput"}}
-                            },
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ServiceOutput"}}},
                         },
                         "default": error(),
                     },
@@ -244,7 +284,14 @@ class SwaggerDocuments:
                 doc = _v2(service_name, service_version, prefix, service_input, service_output)
             else:
                 openapi = "3.0.3" if version == "3" else "3.1.0"
-                doc = _v3(openapi, service_name, service_version, prefix, service_input, service_output)
+                doc = _v3(
+                    openapi,
+                    service_name,
+                    service_version,
+                    prefix,
+                    service_input,
+                    service_output,
+                )
             documents[version] = json.dumps(doc).encode("utf-8")
         result = cls(documents)
         available = result.versions
@@ -258,7 +305,10 @@ class SwaggerDocuments:
                 ", ".join(skipped),
             )
         else:
-            logger.info("Swaggers are prepared for the following versions: [%s].", ", ".join(available))
+            logger.info(
+                "Swaggers are prepared for the following versions: [%s].",
+                ", ".join(available),
+            )
         return result
 
     def lookup(self, requested: str | None) -> tuple[int, bytes | str]:
@@ -266,7 +316,10 @@ class SwaggerDocuments:
         version = VERSION_ALIASES.get("2" if requested is None else requested)
         supported = ", ".join(self.versions)
         if version is None:
-            return 404, f"Swagger version [{requested}] is not valid. Supported versions: [{supported}]."
+            return (
+                404,
+                f"Swagger version [{requested}] is not valid. Supported versions: [{supported}].",
+            )
         document = self.documents.get(version)
         if document is None:
             return 404, (

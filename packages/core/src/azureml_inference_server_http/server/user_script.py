@@ -104,7 +104,10 @@ def import_main_module(app_root: str) -> types.ModuleType:
             server_logger.error("Current contents of AML_APP_ROOT: %s", os.listdir(app_root))
         else:
             # compat: upstream's wording, including the missing "is".
-            server_logger.error("The directory %s not an accessible directory in the container.", app_root)
+            server_logger.error(
+                "The directory %s not an accessible directory in the container.",
+                app_root,
+            )
         raise MissingMainModule("No score script found. Expected score script main.py.") from exc
     except BaseException as exc:
         raise UserScriptImportException() from exc
@@ -134,7 +137,11 @@ def analyse(module: types.ModuleType, path: str | None) -> UserScript:
     driver = getattr(module, "driver_module", None)
     if isinstance(driver, types.ModuleType) and hasattr(driver, "run"):
         run = driver.run
-        logger.info("Found driver script at %s and the score script at %s", shown, getattr(driver, "__file__", None))
+        logger.info(
+            "Found driver script at %s and the score script at %s",
+            shown,
+            getattr(driver, "__file__", None),
+        )
     else:
         logger.info("Found user script at %s", shown)
 
@@ -143,7 +150,10 @@ def analyse(module: types.ModuleType, path: str | None) -> UserScript:
     except (TypeError, ValueError) as exc:
         raise UserScriptError(f"run() must be a function: {exc}") from exc
     for parameter in signature.parameters.values():
-        if parameter.kind not in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY):
+        if parameter.kind not in (
+            parameter.POSITIONAL_OR_KEYWORD,
+            parameter.KEYWORD_ONLY,
+        ):
             raise UserScriptError("run() cannot accept positional-only arguments, *args, or **kwargs.")
     names = list(signature.parameters)
     wants_headers = REQUEST_HEADERS_PARAM in names

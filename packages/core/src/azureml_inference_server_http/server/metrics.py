@@ -49,7 +49,7 @@ class Metrics:
             # launcher set PROMETHEUS_MULTIPROC_DIR, pick again so that values go to the shared files.
             from prometheus_client import values
 
-            values.ValueClass = values.get_value_class()
+            values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
         registry = CollectorRegistry()
         self.registry = registry
         self.requests = Counter(

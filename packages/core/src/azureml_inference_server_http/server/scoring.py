@@ -43,6 +43,7 @@ class _Task:
         "done",
         "error",
         "fn",
+        "finished",
         "kwargs",
         "result",
         "thread_id",
@@ -57,7 +58,10 @@ class _Task:
         self.fn = fn
         self.kwargs = kwargs
         self.context = context
-        self.done = threading.Event()
+        # A plain lock held until the task finishes: cheaper to hand over than an Event (no Condition).
+        self.done = threading.Lock()
+        self.done.acquire()
+        self.finished = False
         self.result: Any = None
         self.error: BaseException | None = None
         self.abandoned = False
@@ -115,7 +119,7 @@ class ScoringRunner:
             return fn(**kwargs)
         task = _Task(fn, kwargs, contextvars.copy_context())
         self._submit(task)
-        if not task.done.wait(self.timeout_ms / 1000.0) and self._abandon(task):
+        if not task.done.acquire(timeout=self.timeout_ms / 1000.0) and self._abandon(task):
             raise UserScriptTimeout(self.timeout_ms)
         if task.error is not None:
             raise task.error
@@ -166,8 +170,9 @@ class ScoringRunner:
                     self._runners -= 1
                 else:
                     self._idle += 1
-                # Set under the lock so that _abandon() sees either a finished task or a running one.
-                task.done.set()
+                # Under the lock so that _abandon() sees either a finished task or a running one.
+                task.finished = True
+                task.done.release()
             if retire:
                 self._clear_pending_async_exc()
                 return
@@ -183,7 +188,7 @@ class ScoringRunner:
     def _abandon(self, task: _Task) -> bool:
         """Give up on a late task; False when it finished in the meantime (then its result stands)."""
         with self._lock:
-            if task.done.is_set():
+            if task.finished:
                 return False
             task.abandoned = True
             self.timeouts += 1
@@ -197,7 +202,7 @@ class ScoringRunner:
         return True
 
     def _check_stuck(self, task: _Task, since: float) -> None:
-        if task.done.is_set():
+        if task.finished:
             return
         logger.warning(
             "A timed-out run() call is still running %.1f s after its deadline (a blocking call that cannot be "

@@ -249,3 +249,34 @@ def test_query_invalid_utf8_is_400(client: MakeClient) -> None:
 def test_utf16_json_body_accepted(client: MakeClient) -> None:
     body = json.dumps({"num": 2}).encode("utf-16")
     assert client(SCHEMA).post("/score", data=body, content_type="application/json").get_json() == 12
+
+
+NUMPY_SHAPED = """
+import numpy as np
+from inference_schema.schema_decorators import input_schema
+from inference_schema.parameter_types.numpy_parameter_type import NumpyParameterType
+def init(): pass
+@input_schema("data", NumpyParameterType(np.zeros((2, 3), dtype=np.int64)))
+def run(data):
+    return {"dtype": str(data.dtype), "shape": list(data.shape), "type": type(data).__name__}
+"""
+
+
+def test_numpy_fast_path_keeps_inference_schema_semantics(client: MakeClient) -> None:
+    app = client(NUMPY_SHAPED)
+    ok = app.post("/score", json={"data": [[1, 2, 3], [4, 5, 6], [7, 8, 9]]})
+    assert ok.get_json() == {"dtype": "int64", "shape": [3, 3], "type": "ndarray"}
+    # A wrong row length is refused by inference-schema's own check, as without the fast path.
+    wrong = app.post("/score", json={"data": [[1, 2], [3, 4]]})
+    assert wrong.status_code == 500
+    assert wrong.headers["x-ms-run-function-failed"] == "True"
+    not_a_list = app.post("/score", json={"data": 5})
+    assert not_a_list.status_code == 500
+
+
+def test_numpy_parameter_types_found_on_decorated_run(write_script) -> None:  # type: ignore[no-untyped-def]
+    from azureml_inference_server_http.server import user_script
+
+    path = write_script(NUMPY_SHAPED, "shaped.py")
+    script = user_script.load(str(path), str(path.parent))
+    assert list(script.numpy_params) == ["data"]

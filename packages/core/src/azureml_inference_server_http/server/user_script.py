@@ -50,6 +50,8 @@ class UserScript:
     input_params: list[str]  # every parameter but request_headers, in declaration order
     wants_request_headers: bool
     defaults: dict[str, Any] = field(default_factory=dict)  # parameters that have a default value
+    # @input_schema parameters declared with inference-schema's NumpyParameterType, by name (see inputs.py)
+    numpy_params: dict[str, Any] = field(default_factory=dict)
 
     @property
     def first_param(self) -> str:
@@ -124,6 +126,35 @@ def _is_schema_decorated(func: Callable[..., Any]) -> bool:
         return False
 
 
+def _schema_parameter_types(run: Callable[..., Any]) -> dict[str, Any]:
+    """The parameter types of run()'s @input_schema decorators, read from inference-schema's wrappers.
+
+    inference-schema keeps them only in its decorators' closures; an unexpected layout yields {} and the server
+    then simply leaves all conversions to inference-schema.
+    """
+    found: dict[str, Any] = {}
+    layer: Any = run
+    for _ in range(64):  # bounded: decorator chains are short
+        wrapper = getattr(layer, "_self_wrapper", None)
+        code = getattr(wrapper, "__code__", None)
+        if code is not None:
+            cells = dict(zip(code.co_freevars, (c.cell_contents for c in wrapper.__closure__ or ()), strict=False))
+            if "param_name" in cells and "param_type" in cells:
+                found.setdefault(cells["param_name"], cells["param_type"])
+        layer = getattr(layer, "__wrapped__", None)
+        if layer is None:
+            break
+    return found
+
+
+def _numpy_params(run: Callable[..., Any]) -> dict[str, Any]:
+    return {
+        name: param_type
+        for name, param_type in _schema_parameter_types(run).items()
+        if type(param_type).__name__ == "NumpyParameterType"
+    }
+
+
 def analyse(module: types.ModuleType, path: str | None) -> UserScript:
     """Check init/run and decide the input mode (BEHAVIOR.md §3.3). Raises :class:`UserScriptError`."""
     shown = path or getattr(module, "__file__", None) or "main"
@@ -188,6 +219,7 @@ def analyse(module: types.ModuleType, path: str | None) -> UserScript:
         input_params=params,
         wants_request_headers=wants_headers,
         defaults={name: p.default for name, p in signature.parameters.items() if p.default is not p.empty},
+        numpy_params=_numpy_params(run) if mode is InputMode.SCHEMA else {},
     )
 
 

@@ -135,10 +135,11 @@ def _schema_parameter_types(run: Callable[..., Any]) -> dict[str, Any]:
     found: dict[str, Any] = {}
     layer: Any = run
     for _ in range(64):  # bounded: decorator chains are short
-        wrapper = getattr(layer, "_self_wrapper", None)
+        wrapper: Any = getattr(layer, "_self_wrapper", None)
         code = getattr(wrapper, "__code__", None)
         if code is not None:
-            cells = dict(zip(code.co_freevars, (c.cell_contents for c in wrapper.__closure__ or ()), strict=False))
+            closure = getattr(wrapper, "__closure__", None) or ()
+            cells = dict(zip(code.co_freevars, (c.cell_contents for c in closure), strict=False))
             if "param_name" in cells and "param_type" in cells:
                 found.setdefault(cells["param_name"], cells["param_type"])
         layer = getattr(layer, "__wrapped__", None)

@@ -1,0 +1,1 @@
+"""Tests of the documentation site, the deployment files and the examples."""

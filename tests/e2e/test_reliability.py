@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import signal
+import sys
 import socket
 import time
 
@@ -88,6 +90,33 @@ def test_sigterm_drains_in_flight_requests(launch: Launcher, server_model: str) 
     assert server.wait_exit(15) == 0
     with pytest.raises(requests.ConnectionError):
         requests.get(server.url + "/", timeout=2)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_signal_handlers_installed_while_loading_take_effect(launch: Launcher, server_model: str) -> None:
+    server = launch("--entry_script", "signal_score.py", model=server_model)
+    pid = requests.post(server.url + "/score", timeout=10).json()["pid"]
+    time.sleep(1.2)  # gunicorn applies them within a heartbeat
+    os.kill(pid, signal.SIGUSR1)
+    deadline = time.monotonic() + 5
+    received: list[int] = []
+    while time.monotonic() < deadline and not received:
+        received = requests.post(server.url + "/score", timeout=10).json()["received"]
+        time.sleep(0.1)
+    assert received == [int(signal.SIGUSR1)]
+
+
+def test_new_connections_refused_while_draining(launch: Launcher, server_model: str) -> None:
+    server = launch("--entry_script", "sleep_score.py", model=server_model)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        busy = pool.submit(requests.post, server.url + "/score", data="3", timeout=20)
+        time.sleep(0.5)
+        server.stop(signal.SIGTERM)
+        time.sleep(0.5)
+        with pytest.raises(requests.ConnectionError):
+            requests.get(server.url + "/health/live", timeout=2)
+        assert busy.result().status_code == 200
+    assert server.wait_exit(15) == 0
 
 
 def test_body_limit(launch: Launcher, server_model: str) -> None:

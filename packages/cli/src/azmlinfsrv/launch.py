@@ -9,8 +9,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from azureml_inference_server_http import constants as c
+from azureml_inference_server_http.config import ServerConfig
 from azureml_inference_server_http.config import parse_bool
 from azureml_inference_server_http.config import parse_int
+from azureml_inference_server_http.exceptions import ConfigError
+from azureml_inference_server_http.exceptions import ConfigFileError
 
 logger = logging.getLogger("azmlinfsrv")
 
@@ -67,7 +70,13 @@ def resolve(env: Mapping[str, str], server: str | None = None, debug_port: int |
     separate = env.get(c.ENV_SEPARATE_HEALTH_ENDPOINT) == "true"
     health_port = _int(env, c.ENV_HEALTH_PORT, c.DEFAULT_HEALTH_PORT, 1) if separate else None
     worker_timeout = _int(env, c.ENV_WORKER_TIMEOUT, c.DEFAULT_WORKER_TIMEOUT, 1)
-    scoring_timeout_ms = _int(env, c.ENV_SCORING_TIMEOUT_MS, c.DEFAULT_SCORING_TIMEOUT_MS, 0)
+    # The effective server settings, config.json included; an invalid one is reported by the worker as upstream does.
+    try:
+        server_config: ServerConfig | None = ServerConfig.from_env(env)
+    except (ConfigError, ConfigFileError):
+        server_config = None
+    scoring_timeout_ms = server_config.scoring_timeout_ms if server_config else c.DEFAULT_SCORING_TIMEOUT_MS
+    threads = max(1, server_config.worker_threads) if server_config else c.DEFAULT_WORKER_THREADS
     # gunicorn kills a worker whose main loop misses heartbeats for worker_timeout seconds; that only happens
     # when run() holds the GIL. Never let it cut a run() that SCORING_TIMEOUT_MS still allows (W2).
     needed = math.ceil(scoring_timeout_ms / 1000) + 5 if scoring_timeout_ms > 0 else 0
@@ -95,7 +104,7 @@ def resolve(env: Mapping[str, str], server: str | None = None, debug_port: int |
         port=port,
         health_port=health_port,
         workers=_int(env, c.ENV_WORKER_COUNT, c.DEFAULT_WORKER_COUNT, 1),
-        threads=_int(env, c.ENV_WORKER_THREADS, c.DEFAULT_WORKER_THREADS, 1),
+        threads=threads,
         worker_timeout=worker_timeout,
         graceful_timeout=_int(env, c.ENV_GRACEFUL_TIMEOUT, c.DEFAULT_GRACEFUL_TIMEOUT, 0),
         preload=preload,

@@ -10,6 +10,7 @@ run() concurrency inside a worker stays 1 unless ``--threads`` says otherwise (s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ import signal
 from typing import Any
 
 from azureml_inference_server_http.log_config import PACKAGED_CONFIG
+from azureml_inference_server_http.server.main_thread import deferred_signals
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 from gunicorn.workers.gthread import ThreadWorker
@@ -39,7 +41,24 @@ class AzmlinfsrvArbiter(Arbiter):  # type: ignore[misc]
 
 
 class AzmlinfsrvWorker(ThreadWorker):  # type: ignore[misc]
-    """gthread worker that marks the app as draining on SIGTERM, so readiness turns 503 at once."""
+    """gthread worker with three additions:
+
+    * SIGTERM marks the app as draining, so readiness turns 503 at once;
+    * when it stops accepting to drain, it closes its listening sockets: the master has closed its copies already,
+      so once every worker has, new connections are refused instead of waiting unanswered in the backlog (R4);
+    * signal handlers a score script installed while loading in the init thread are applied in the main thread.
+    """
+
+    def notify(self) -> None:
+        deferred_signals.apply()
+        super().notify()
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        super().set_accept_enabled(enabled)
+        if not enabled and not self.alive:
+            for listener in self.sockets:
+                with contextlib.suppress(OSError):
+                    listener.close()
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         app = getattr(self, "wsgi", None)

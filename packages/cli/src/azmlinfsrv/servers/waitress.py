@@ -22,6 +22,7 @@ from typing import Any
 
 import waitress
 from azureml_inference_server_http import constants as c
+from azureml_inference_server_http.server.main_thread import deferred_signals
 from waitress import wasyncore
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer
@@ -89,6 +90,14 @@ class _JsonErrorTask(ErrorTask):  # type: ignore[misc]
         self.write(body)
 
 
+def server_trigger(server: Any) -> Any:
+    """The trigger that wakes waitress's event loop (each listening server has one)."""
+    trigger = getattr(server, "trigger", None)
+    if trigger is None:
+        trigger = next(d.trigger for d in server.map.values() if isinstance(d, BaseWSGIServer))
+    return trigger
+
+
 def _body_limit() -> int:
     try:
         megabytes = int(os.environ.get(c.ENV_MAX_REQUEST_BODY_MB, c.DEFAULT_MAX_REQUEST_BODY_MB))
@@ -102,6 +111,9 @@ def _body_limit() -> int:
 def serve(settings: LaunchSettings) -> int:
     # Class attribute on waitress's channel: this process serves only our app, so the change stays with us.
     HTTPChannel.error_task_class = _JsonErrorTask
+    # compat: upstream's waitress path ran WORKER_COUNT run() calls at once (its threads); one process here does
+    # the work of WORKER_COUNT gunicorn workers, so it gets their run() slots.
+    os.environ[c.ENV_WORKER_THREADS] = str(settings.workers * settings.threads)
     app = worker.build_app(background_init=True, debug_listen_port=settings.debug_port)
     counted = _InFlight(app)
     threads = settings.workers * settings.threads + SPARE_THREADS
@@ -166,6 +178,9 @@ def serve(settings: LaunchSettings) -> int:
     signal.signal(signal.SIGTERM, on_sigterm)
     if sys.platform != "win32":
         signal.signal(signal.SIGINT, on_sigterm)
+    # Handlers a score script installed while loading (in the init thread) are applied by the event loop's thread.
+    deferred_signals.wake = lambda: server_trigger(server).pull_trigger(deferred_signals.apply)
+    deferred_signals.apply()
     server.run()
     logger.info("Shutting down: waitress")
     return 0

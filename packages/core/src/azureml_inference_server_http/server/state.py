@@ -20,6 +20,7 @@ from . import model_dir
 from . import print_hook
 from . import user_script
 from .cors import CorsPolicy
+from .main_thread import deferred_signals
 from .scoring import ScoringRunner
 from .swagger import SwaggerDocuments
 from .telemetry import NoTelemetry
@@ -142,7 +143,8 @@ class ServerState:
 
         def boot() -> None:
             try:
-                self.load_and_init()
+                with deferred_signals.while_loading():
+                    self.load_and_init()
             except BaseException as exc:
                 on_failure(exc)
 

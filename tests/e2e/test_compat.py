@@ -251,3 +251,34 @@ def test_keep_alive_connection_reused(launch: Launcher) -> None:
             while len(body) < length:
                 body += sock.recv(65536)
             assert head.startswith(b"HTTP/1.1 200")
+
+
+@pytest.mark.parametrize(
+    ("env", "model"),
+    [({"WORKER_PRELOAD": "TRUE"}, "gunicorn"), ({}, "waitress")],
+)
+def test_boot_failure_exit_code_is_3_in_launcher_process(launch: Launcher, env: dict[str, str], model: str) -> None:
+    server = launch("--entry_script", "broken/init_raises.py", env=env, model=model, wait=False)
+    assert server.wait_exit(30) == 3, server.logs()
+
+
+def test_preload_runs_init_once_in_master(launch: Launcher, tmp_path: Path) -> None:
+    (tmp_path / "score.py").write_text(
+        "import os\npids = []\ndef init():\n    print(f'init in {os.getpid()}')\ndef run(d): return os.getpid()\n"
+    )
+    server = launch("--entry_script", "score.py", "--worker_count", "2", env={"WORKER_PRELOAD": "true"}, cwd=tmp_path)
+    assert requests.post(server.url + "/score", timeout=10).status_code == 200
+    assert server.stdout().count("init in ") == 1
+    assert f"init in {server.process.pid}" in server.stdout()
+
+
+def test_missing_debugpy_is_one_clear_error(launch: Launcher) -> None:
+    try:
+        import debugpy  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("debugpy is installed here")
+    server = launch("--entry_script", "valid_score.py", env={"AZUREML_DEBUG_PORT": "5678"}, wait=False)
+    assert server.wait_exit(15) == 1
+    assert "debugpy is not installed" in server.logs()

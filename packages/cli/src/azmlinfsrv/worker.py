@@ -34,26 +34,26 @@ BOOT_FAILURE_EXIT_CODE = 87
 UPSTREAM_BOOT_FAILURE_EXIT_CODE = 3
 
 
-def _exit_boot_failure() -> None:
+def _exit_boot_failure(code: int = BOOT_FAILURE_EXIT_CODE) -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except Exception:
             pass
-    os._exit(BOOT_FAILURE_EXIT_CODE)
+    os._exit(code)
 
 
-def load_settings(environ: dict[str, str] | None = None) -> ServerConfig:
+def load_settings(environ: dict[str, str] | None = None, exit_code: int = BOOT_FAILURE_EXIT_CODE) -> ServerConfig:
     """Settings and the user's logging override; exits the process on invalid settings."""
     try:
         config = ServerConfig.from_env(environ)
         _apply_user_logging(config)
     except ConfigError as exc:
         logger.critical(format_config_error(exc))
-        _exit_boot_failure()
+        _exit_boot_failure(exit_code)
     except ConfigFileError as exc:
         logger.critical("Invalid config file!: %s", exc)
-        _exit_boot_failure()
+        _exit_boot_failure(exit_code)
     if config.unknown_config_keys:
         # Upstream's version of this warning is inverted (BEHAVIOR.md §6.4); ours names real unknown keys.
         logger.warning(
@@ -99,23 +99,28 @@ def build_app(
     background_init: bool = True,
     on_stuck: Callable[[int], None] | None = None,
     debug_listen_port: int | None = None,
+    in_launcher: bool = False,
 ) -> Any:
     """The WSGI app of one serving process. Boot failures end the process."""
-    config = load_settings()
+    # In a gunicorn worker the master translates our code into upstream's 3; in the launcher itself (preload,
+    # waitress) nobody would, so those exit with 3 directly.
+    exit_code = UPSTREAM_BOOT_FAILURE_EXIT_CODE if in_launcher else BOOT_FAILURE_EXIT_CODE
+    config = load_settings(exit_code=exit_code)
     try:
         attach_debugger(config, debug_listen_port)
     except Exception:
         logger.exception("Encountered Exception: could not attach the debugger")
-        _exit_boot_failure()
+        _exit_boot_failure(exit_code)
 
     def init_failed(exc: BaseException) -> None:
-        _exit_boot_failure()  # logged, and telemetry flushed, by the core already
+        _exit_boot_failure(exit_code)  # logged, and telemetry flushed, by the core already
 
     try:
         app = create_app(config=config, background_init=background_init, on_init_failure=init_failed, on_stuck=on_stuck)
     except BaseException:
-        # Synchronous boot (preload): create_app logged the failure already.
-        _exit_boot_failure()
+        # Synchronous boot (WORKER_PRELOAD, in the launcher itself): create_app logged the failure already, and no
+        # server runs yet to translate the code.
+        _exit_boot_failure(exit_code)
     if os.environ.get(RELOAD_ENV) == "true":
         start_watcher(get_state(app))
     return app

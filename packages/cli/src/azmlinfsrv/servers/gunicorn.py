@@ -94,6 +94,7 @@ def _child_exit(server: Any, worker: Any) -> None:
 def load_app(settings: LaunchSettings) -> Any:
     return worker.build_app(
         background_init=not settings.preload,
+        in_launcher=settings.preload,  # WORKER_PRELOAD: gunicorn loads the app in the master
         on_stuck=_recycle_self,
         debug_listen_port=settings.debug_port,
     )

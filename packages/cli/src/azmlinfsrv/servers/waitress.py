@@ -114,7 +114,7 @@ def serve(settings: LaunchSettings) -> int:
     # compat: upstream's waitress path ran WORKER_COUNT run() calls at once (its threads); one process here does
     # the work of WORKER_COUNT gunicorn workers, so it gets their run() slots.
     os.environ[c.ENV_WORKER_THREADS] = str(settings.workers * settings.threads)
-    app = worker.build_app(background_init=True, debug_listen_port=settings.debug_port)
+    app = worker.build_app(background_init=True, debug_listen_port=settings.debug_port, in_launcher=True)
     counted = _InFlight(app)
     threads = settings.workers * settings.threads + SPARE_THREADS
     listen = [f"{settings.host}:{settings.port}"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import signal
-import sys
 import socket
+import sys
 import time
 
 import pytest

@@ -75,6 +75,31 @@ def e2e(session: nox.Session) -> None:
 
 
 @nox.session(python=DEFAULT_PYTHON, default=False)
+def compare_upstream(session: nox.Session) -> None:
+    """Black-box comparison with upstream 1.5.1 (installed in its own venv); writes docs/compat-report.md."""
+    install_local(session, *PACKAGES)
+    upstream_venv = ROOT / "tests" / "compat" / ".work" / "upstream-venv"
+    if not (upstream_venv / "bin" / "azmlinfsrv").exists():
+        session.run(sys.executable, "-m", "venv", str(upstream_venv), external=True)
+        session.run(
+            str(upstream_venv / "bin" / "pip"),
+            "install",
+            "--quiet",
+            "azureml-inference-server-http==1.5.1",
+            external=True,
+        )
+    session.run(
+        "python",
+        "tests/compat/compare.py",
+        "--upstream",
+        str(upstream_venv / "bin" / "azmlinfsrv"),
+        "--ours",
+        str(Path(session.bin) / "azmlinfsrv"),
+        *session.posargs,
+    )
+
+
+@nox.session(python=DEFAULT_PYTHON, default=False)
 def bench(session: nox.Session) -> None:
     """Side by side with upstream 1.5.1 under wrk; writes docs/performance.md (`nox -s bench -- --quick`)."""
     # The harness builds its own venvs for both servers; the session only needs the chart library.

@@ -210,3 +210,14 @@ def test_body_over_limit_is_413_before_reading(client: MakeClient) -> None:
     assert response.status_code == 413
     assert "exceeds the limit" in response.get_json()["message"]
     assert app.post("/score", data=b"x" * (1024 * 1024)).status_code == 200
+
+
+def test_options_on_health_and_swagger_carry_ids(client: MakeClient) -> None:
+    app = client(ECHO, env={"HTTP_X_MS_SERVER_VERSION": "azmlinfsrv/1.5.1"})
+    for path in ("/", "/swagger.json"):
+        response = app.options(path, headers={"x-request-id": "opt"})
+        assert response.status_code == 200
+        assert response.data == b""
+        assert response.headers["x-request-id"] == "opt"
+        assert response.headers["x-ms-server-version"] == "azmlinfsrv/1.5.1"
+        assert sorted(m.strip() for m in response.headers["Allow"].split(",")) == ["GET", "HEAD", "OPTIONS"]

@@ -236,6 +236,8 @@ class ScoringApp:
             return self._finish(self._json(431, problem), ids, req)
         if not self.state.wait_ready():
             return self._finish(self._json(503, MSG_NOT_READY), ids, req)
+        if req.method == "OPTIONS":
+            return self._finish(_options_response(self.response_class), ids, req)
         response = self.response_class(b"Healthy", status=200, content_type=HTML)
         return self._finish(response, ids, req)
 
@@ -249,6 +251,8 @@ class ScoringApp:
             response: WerkzeugResponse = self._json(431, problem)
         elif not self.state.wait_ready():
             response = self._json(503, MSG_NOT_READY)
+        elif req.method == "OPTIONS":
+            response = _options_response(self.response_class)
         else:
             status, body = self.state.swagger.lookup(req.args.get("version"))
             if isinstance(body, bytes):
@@ -401,6 +405,16 @@ class ScoringApp:
         return self.response_class(payload, status=200, content_type=content_type)
 
 
+def _options_response(response_class: type[Response]) -> Response:
+    """``OPTIONS`` on ``/`` and ``/swagger.json``: what Flask answers, plus the id and version headers.
+
+    compat: upstream's automatic OPTIONS passed through its blueprint hooks, so it carried the request ids.
+    """
+    response = response_class(b"", status=200, content_type=HTML)
+    response.headers["Allow"] = "OPTIONS, GET, HEAD"
+    return response
+
+
 def _http_error(error: HTTPException) -> Response:
     """Routing and protocol errors as JSON (BEHAVIOR.md §2.6)."""
     response = Response(
@@ -435,7 +449,7 @@ def build_flask_app(state: ServerState, metrics: Metrics) -> Flask:
     # reading): Werkzeug's MAX_CONTENT_LENGTH silently truncates chunked bodies at the limit instead of failing.
     app.config["MAX_FORM_MEMORY_SIZE"] = state.config.max_request_body_bytes
     handlers = ScoringApp(app, state, metrics)
-    app.add_url_rule("/", "liveness", handlers.liveness, methods=["GET"])
+    app.add_url_rule("/", "liveness", handlers.liveness, methods=["GET", "OPTIONS"], provide_automatic_options=False)
     app.add_url_rule(
         "/score",
         "score",
@@ -443,7 +457,9 @@ def build_flask_app(state: ServerState, metrics: Metrics) -> Flask:
         methods=["GET", "POST", "OPTIONS"],
         provide_automatic_options=False,
     )
-    app.add_url_rule("/swagger.json", "swagger", handlers.swagger, methods=["GET"])
+    app.add_url_rule(
+        "/swagger.json", "swagger", handlers.swagger, methods=["GET", "OPTIONS"], provide_automatic_options=False
+    )
     for prefix in ("", "/v2"):
         app.add_url_rule(f"{prefix}/health/live", f"live{prefix}", handlers.live, methods=["GET"])
         app.add_url_rule(f"{prefix}/health/ready", f"ready{prefix}", handlers.ready, methods=["GET"])

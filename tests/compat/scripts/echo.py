@@ -1,0 +1,6 @@
+def init():
+    print("echo init")
+
+
+def run(data):
+    return data

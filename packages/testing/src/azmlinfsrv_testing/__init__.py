@@ -1,0 +1,37 @@
+"""Testing azmlinfsrv score scripts with pytest: fixtures, an in-process client, a server process helper and a fake
+Application Insights ingestion endpoint.
+
+The fixtures (``azmlinfsrv_client``, ``azmlinfsrv_server``, ``azmlinfsrv_collector``) are registered through the
+``pytest11`` entry point when this package is installed; the names below are for tests that need more control, such
+as module-scoped servers.
+"""
+
+from __future__ import annotations
+
+from .collector import FakeIngestion
+from .collector import envelope_kind
+from .collector import envelope_properties
+from .factories import ClientFactory
+from .factories import ServerFactory
+from .inprocess import InProcessClient
+from .messages import Headers
+from .messages import Response
+from .process import ServerProcess
+from .process import ServerStartError
+from .process import free_port
+from .process import start_server
+
+__all__ = [
+    "ClientFactory",
+    "FakeIngestion",
+    "Headers",
+    "InProcessClient",
+    "Response",
+    "ServerFactory",
+    "ServerProcess",
+    "ServerStartError",
+    "envelope_kind",
+    "envelope_properties",
+    "free_port",
+    "start_server",
+]

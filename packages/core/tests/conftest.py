@@ -8,13 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from core_helpers import MakeClient
 from flask import Flask
 from flask.testing import FlaskClient
 
 from azureml_inference_server_http.server import create_app
 from azureml_inference_server_http.server import print_hook
-
-MakeClient = Callable[..., FlaskClient]
 
 
 @pytest.fixture
@@ -47,12 +46,3 @@ def client(make_app: Callable[..., Flask]) -> MakeClient:
         return make_app(source, env).test_client()
 
     return make
-
-
-ECHO = """
-def init():
-    pass
-
-def run(data):
-    return data
-"""

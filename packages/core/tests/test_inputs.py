@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import ECHO
-from conftest import MakeClient
+from core_helpers import ECHO
+from core_helpers import MakeClient
 
 SCHEMA = """
 from inference_schema.schema_decorators import input_schema, output_schema

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import MakeClient
+from core_helpers import MakeClient
 
 
 def script(expr: str, imports: str = "") -> str:

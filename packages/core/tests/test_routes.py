@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import uuid
 
-from conftest import ECHO
-from conftest import MakeClient
+from core_helpers import ECHO
+from core_helpers import MakeClient
 
 UUID_LEN = 36
 

@@ -6,7 +6,7 @@ import threading
 import time
 
 import pytest
-from conftest import MakeClient
+from core_helpers import MakeClient
 
 from azureml_inference_server_http.exceptions import UserScriptTimeout
 from azureml_inference_server_http.server.scoring import ScoringRunner

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import ECHO
-from conftest import MakeClient
+from core_helpers import ECHO
+from core_helpers import MakeClient
 
 from azureml_inference_server_http.server import create_app
 

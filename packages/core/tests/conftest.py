@@ -16,6 +16,13 @@ from azureml_inference_server_http.server import create_app
 from azureml_inference_server_http.server import print_hook
 
 
+@pytest.fixture(autouse=True)
+def _restore_print() -> Iterator[None]:
+    """Every app installs the process-wide print hook; take it away after each test."""
+    yield
+    print_hook.uninstall()
+
+
 @pytest.fixture
 def write_script(tmp_path: Path) -> Callable[[str, str], Path]:
     def write(source: str, name: str = "score.py") -> Path:

@@ -64,6 +64,10 @@ class AzmlinfsrvWorker(ThreadWorker):  # type: ignore[misc]
         app = getattr(self, "wsgi", None)
         state = getattr(app, "extensions", {}).get("azmlinfsrv.state") if app is not None else None
         if state is not None:
+            if not state.ready.is_set():
+                # Still loading the model: nothing is in flight, and waiting for init() to finish only to stop
+                # would hold the shutdown for up to the graceful timeout.
+                os._exit(0)
             state.start_draining()
         super().handle_exit(sig, frame)
 

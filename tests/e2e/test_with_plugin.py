@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from azmlinfsrv_testing import ClientFactory
 from azmlinfsrv_testing import ServerFactory
-
 from conftest import RESOURCES
 
 pytestmark = pytest.mark.e2e

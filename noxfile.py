@@ -6,6 +6,9 @@ from this checkout in one resolver call, so the index's ``azureml-inference-serv
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -20,7 +23,24 @@ DEV = PYPROJECT["dependency-groups"]["dev"]
 
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.error_on_missing_interpreters = True
+# CI must test every supported Python; a developer without some of them gets those sessions skipped.
+nox.options.error_on_missing_interpreters = bool(os.environ.get("CI"))
+
+
+def _expose_pyenv_versions() -> None:
+    """pyenv's shims only run versions that are selected; select every installed one, the current ones first."""
+    if not shutil.which("pyenv"):
+        return
+    try:
+        current = subprocess.run(["pyenv", "version-name"], capture_output=True, text=True, check=True).stdout
+        installed = subprocess.run(["pyenv", "versions", "--bare"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return
+    names = [*current.strip().split(":"), *installed.split()]
+    os.environ["PYENV_VERSION"] = ":".join(dict.fromkeys(name for name in names if name))
+
+
+_expose_pyenv_versions()
 
 
 def install_local(session: nox.Session, *packages: str, extra: tuple[str, ...] = ()) -> None:

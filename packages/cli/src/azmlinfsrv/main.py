@@ -168,14 +168,16 @@ def serve(
         raise typer.Exit(1) from None
     print(banner.render(env, _extra_banner(settings)), flush=True)
     multiproc_dir = _metrics_dir(env)
+    if settings.server == "gunicorn":
+        from .servers.gunicorn import exec_master
+
+        exec_master(settings, multiproc_dir)  # does not return
     launcher_pid = os.getpid()
     try:
         module_name, _, attr = SERVERS[settings.server].partition(":")
         serve_with = getattr(importlib.import_module(module_name), attr)
         code = serve_with(settings)
     finally:
-        # gunicorn workers are forked from this function and unwind through it when they exit: only the
-        # launcher itself removes the shared directory.
         if multiproc_dir and os.getpid() == launcher_pid:
             shutil.rmtree(multiproc_dir, ignore_errors=True)
     raise typer.Exit(code)

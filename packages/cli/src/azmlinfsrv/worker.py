@@ -24,14 +24,10 @@ from azureml_inference_server_http.server.print_hook import real_print
 
 from .reload import RELOAD_ENV
 from .reload import start_watcher
+from .worker_codes import BOOT_FAILURE_EXIT_CODE
+from .worker_codes import UPSTREAM_BOOT_FAILURE_EXIT_CODE
 
 logger = logging.getLogger("azmlinfsrv")
-
-# A worker that cannot boot exits with this code. It is not upstream's 3 on purpose: gunicorn halts the whole
-# server when a worker exits with its boot-error code, and user code calling os._exit(3) after start-up must not
-# stop the server (RELIABILITY.md W8). The launcher maps this code back to 3.
-BOOT_FAILURE_EXIT_CODE = 87
-UPSTREAM_BOOT_FAILURE_EXIT_CODE = 3
 
 
 def _exit_boot_failure(code: int = BOOT_FAILURE_EXIT_CODE) -> None:

@@ -11,21 +11,24 @@ run() concurrency inside a worker stays 1 unless ``--threads`` says otherwise (s
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
 import shlex
+import shutil
 import signal
+import sys
 from typing import Any
 
 from azureml_inference_server_http.log_config import PACKAGED_CONFIG
-from azureml_inference_server_http.server.main_thread import deferred_signals
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 from gunicorn.workers.gthread import ThreadWorker
 
-from .. import worker
 from ..launch import LaunchSettings
+from ..worker_codes import BOOT_FAILURE_EXIT_CODE
+from ..worker_codes import UPSTREAM_BOOT_FAILURE_EXIT_CODE
 
 logger = logging.getLogger("azmlinfsrv")
 
@@ -35,9 +38,9 @@ SPARE_THREADS = 4
 
 
 class AzmlinfsrvArbiter(Arbiter):  # type: ignore[misc]
-    """gunicorn's master, halting only on our own boot-failure code (see worker.BOOT_FAILURE_EXIT_CODE)."""
+    """gunicorn's master, halting only on our own boot-failure code (see worker_codes)."""
 
-    WORKER_BOOT_ERROR = worker.BOOT_FAILURE_EXIT_CODE
+    WORKER_BOOT_ERROR = BOOT_FAILURE_EXIT_CODE
 
 
 class AzmlinfsrvWorker(ThreadWorker):  # type: ignore[misc]
@@ -50,6 +53,9 @@ class AzmlinfsrvWorker(ThreadWorker):  # type: ignore[misc]
     """
 
     def notify(self) -> None:
+        # Imported here, in the worker: the master never loads the server (and Flask) into its own memory.
+        from azureml_inference_server_http.server.main_thread import deferred_signals
+
         deferred_signals.apply()
         super().notify()
 
@@ -96,6 +102,8 @@ def _child_exit(server: Any, worker: Any) -> None:
 
 
 def load_app(settings: LaunchSettings) -> Any:
+    from .. import worker
+
     return worker.build_app(
         background_init=not settings.preload,
         in_launcher=settings.preload,  # WORKER_PRELOAD: gunicorn loads the app in the master
@@ -158,7 +166,44 @@ def serve(settings: LaunchSettings) -> int:
         AzmlinfsrvGunicorn(settings).run()
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
-        if code == worker.BOOT_FAILURE_EXIT_CODE:
-            return worker.UPSTREAM_BOOT_FAILURE_EXIT_CODE
+        if code == BOOT_FAILURE_EXIT_CODE:
+            return UPSTREAM_BOOT_FAILURE_EXIT_CODE
         return code
     return 0
+
+
+SETTINGS_ENV = "AZMLINFSRV_LAUNCH_SETTINGS"
+CLEANUP_ENV = "AZMLINFSRV_LAUNCH_CLEANUP"
+
+
+def exec_master(settings: LaunchSettings, cleanup_dir: str | None) -> None:
+    """Replace the launcher process by a lean gunicorn master (same pid), never returning.
+
+    Every module the master holds is also resident in each forked worker; the launcher's CLI stack (typer and
+    what it pulls in) would cost that memory once per process. The settings travel in the environment.
+    """
+    os.environ[SETTINGS_ENV] = json.dumps(dataclasses.asdict(settings))
+    if cleanup_dir:
+        os.environ[CLEANUP_ENV] = cleanup_dir
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "azmlinfsrv.servers.gunicorn"])
+
+
+def _master_main() -> int:
+    from azureml_inference_server_http.log_config import apply_packaged_config
+
+    apply_packaged_config()
+    settings = LaunchSettings(**json.loads(os.environ.pop(SETTINGS_ENV)))
+    cleanup_dir = os.environ.pop(CLEANUP_ENV, None)
+    master_pid = os.getpid()
+    try:
+        return serve(settings)
+    finally:
+        # Forked workers unwind through here too when they exit: only the master removes the shared directory.
+        if cleanup_dir and os.getpid() == master_pid:
+            shutil.rmtree(cleanup_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(_master_main())

@@ -9,6 +9,7 @@ import pytest
 from core_helpers import MakeClient
 
 from azureml_inference_server_http.exceptions import UserScriptTimeout
+from azureml_inference_server_http.server.scoring import AnsweredTimeout
 from azureml_inference_server_http.server.scoring import ScoringRunner
 
 SLEEPY = """
@@ -139,3 +140,54 @@ def test_threads_setting_runs_calls_concurrently(client: MakeClient) -> None:
         thread.join(5)
     assert results == [200] * 4
     assert time.monotonic() - started < 1.0
+
+
+def test_inline_call_answered_by_watchdog_at_deadline() -> None:
+    runner = ScoringRunner(concurrency=1, timeout_ms=200)
+    answered: list[float] = []
+    started = time.monotonic()
+    runner.acquire()
+    with pytest.raises(AnsweredTimeout):
+        runner.call_inline(
+            lambda secs: time.sleep(secs), {"secs": 0.8}, lambda: answered.append(time.monotonic() - started)
+        )
+    assert len(answered) == 1
+    assert 0.2 <= answered[0] < 0.45  # answered at the deadline, while the call was still blocked
+    # The watchdog freed the slot: it can be taken again without a release by the caller.
+    assert runner._slots.acquire(timeout=1)
+    runner.release()
+    runner.close()
+
+
+def test_inline_call_returns_normally_before_deadline() -> None:
+    runner = ScoringRunner(concurrency=1, timeout_ms=2000)
+    answered: list[int] = []
+    runner.acquire()
+    assert runner.call_inline(lambda x: x * 2, {"x": 21}, lambda: answered.append(1)) == 42
+    runner.release()
+    time.sleep(0.05)
+    assert answered == []
+    with pytest.raises(ZeroDivisionError):
+        runner.call_inline(lambda: 1 / 0, {}, lambda: answered.append(1))
+    runner.close()
+
+
+def test_inline_call_stops_python_loop() -> None:
+    runner = ScoringRunner(concurrency=1, timeout_ms=100)
+    state = {"stopped": False}
+
+    def spin() -> None:
+        try:
+            while True:
+                pass
+        finally:
+            state["stopped"] = True
+
+    runner.acquire()
+    started = time.monotonic()
+    with pytest.raises(AnsweredTimeout):
+        runner.call_inline(spin, {}, lambda: None)
+    assert state["stopped"]
+    assert time.monotonic() - started < 1.0
+    assert runner.stuck == 0
+    runner.close()

@@ -7,12 +7,15 @@ version header and CORS apply to upstream's three routes only, as upstream's blu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import socket
 import time
 import uuid
 from collections.abc import Callable
 from collections.abc import Mapping
+from email.utils import formatdate
 from typing import Any
 
 from flask import Flask
@@ -30,6 +33,7 @@ from . import jsonio
 from .inputs import InputError
 from .inputs import run_arguments
 from .metrics import Metrics
+from .scoring import AnsweredTimeout
 from .state import PHASE_READY
 from .state import ServerState
 from .telemetry import ModelDataRecord
@@ -311,6 +315,7 @@ class ScoringApp:
                 return self._json(405, "Method not allowed"), None
         runner = state.runner
         runner.acquire()
+        slot_released = False
         try:
             try:
                 kwargs, model_input = run_arguments(script, req)
@@ -319,8 +324,19 @@ class ScoringApp:
             except HTTPException as exc:  # 413 from a chunked body past the limit, 400 from werkzeug
                 return self._json(exc.code or 400, exc.description or exc.name), None
             run_started = time.perf_counter()
+            connection = req.environ.get("gunicorn.socket")
             try:
-                output = runner.call(script.run, kwargs)
+                if connection is not None:
+                    # The watchdog can answer on the connection itself: run() stays in this thread.
+                    answer = self._timeout_answer(req._get_current_object(), ids, connection)  # type: ignore[attr-defined]
+                    output = runner.call_inline(script.run, kwargs, answer)
+                else:
+                    output = runner.call(script.run, kwargs)
+            except AnsweredTimeout as exc:
+                # The watchdog already sent the timeout response, logged it and freed the slot; what this
+                # thread returns now goes to a closed connection.
+                slot_released = True
+                return self._json(500, f"Scoring timeout after {exc.timeout_ms} ms", failed=True), None
             except UserScriptTimeout as exc:
                 return self._run_failed(exc, ids, f"Scoring timeout after {exc.timeout_ms} ms", timeout=True), None
             except TimeoutError as exc:
@@ -334,10 +350,35 @@ class ScoringApp:
                 return self._run_failed(exc, ids, MSG_USER_ERROR), None
             run_ms = (time.perf_counter() - run_started) * 1000.0
         finally:
-            runner.release()
+            if not slot_released:
+                runner.release()
         if state.telemetry_on and state.config.mdc_storage_enabled:
             self._collect(ids, model_input, output)
         return self._convert(output, run_ms, ids), run_ms
+
+    def _timeout_answer(self, req: Request, ids: _Ids, connection: socket.socket) -> Callable[[], None]:
+        """What the watchdog does at the deadline of an inline run(): the timeout response, sent on the socket."""
+
+        def answer() -> None:
+            timeout_ms = self.state.config.scoring_timeout_ms
+            response = self._run_failed(
+                UserScriptTimeout(timeout_ms), ids, f"Scoring timeout after {timeout_ms} ms", True
+            )
+            self._finish(response, ids, req)
+            body = response.get_data()
+            lines = [f"HTTP/1.1 {response.status}"]
+            lines += [
+                f"{name}: {value}" for name, value in response.headers.items() if name.lower() != "content-length"
+            ]
+            lines += [f"Date: {formatdate(usegmt=True)}", f"Content-Length: {len(body)}", "Connection: close"]
+            try:
+                connection.sendall("\r\n".join(lines).encode("latin-1") + b"\r\n\r\n" + body)
+            finally:
+                # The stuck request's own response, when it comes, must not reach the client.
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
+
+        return answer
 
     def _run_failed(self, exc: BaseException, ids: _Ids, message: str, timeout: bool = False) -> Response:
         logger.debug("Run function timeout caught" if timeout else "Run function exception caught")

@@ -3,7 +3,10 @@
 Upstream arms SIGALRM around run(), which only works in the main thread of a POSIX process: under threads or
 waitress the deadline is silently ignored (RELIABILITY.md W1). Here the request thread hands run() to a runner
 thread and waits for it with a timeout, so the timeout response leaves on time whatever run() is doing, in any
-thread, on any OS. What happens to the abandoned call:
+thread, on any OS. Where the host lets the app write to the client connection itself (gunicorn), run() instead
+stays in the request thread, which saves two thread handoffs per request, and a watchdog thread sends the
+timeout response on the connection at the deadline (:meth:`ScoringRunner.call_inline`). Either way, what
+happens to the abandoned call:
 
 * a timeout exception is injected into the runner thread, which stops Python code at its next bytecode;
 * a replacement runner is started at once, so capacity is restored for the next request;
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import contextvars
 import ctypes
+import heapq
 import logging
 import queue
 import threading
@@ -30,6 +34,10 @@ from ..exceptions import UserScriptTimeout
 logger = logging.getLogger("azmlinfsrv")
 
 DEFAULT_STUCK_GRACE_SECONDS = 5.0
+
+
+class AnsweredTimeout(UserScriptTimeout):
+    """The watchdog answered this inline call's timeout itself and freed its scoring slot."""
 
 
 class _AbandonedRun(BaseException):
@@ -68,6 +76,73 @@ class _Task:
         self.thread_id: int | None = None
 
 
+class _Deadline:
+    """One inline call under watch. Whoever claims it first (the call returning, or the watchdog) answers."""
+
+    __slots__ = ("answer_timeout", "claimed_by", "expired_at", "lock", "returned", "thread_id")
+
+    def __init__(self, thread_id: int, answer_timeout: Callable[[], None]) -> None:
+        self.thread_id = thread_id
+        self.answer_timeout = answer_timeout
+        self.lock = threading.Lock()
+        self.claimed_by: str | None = None
+        self.returned = False
+        self.expired_at = 0.0
+
+    def claim_for_call(self) -> bool:
+        with self.lock:
+            if self.claimed_by is None:
+                self.claimed_by = "call"
+            return self.claimed_by == "call"
+
+    def claim_for_watchdog(self) -> bool:
+        """Claim and stop the call's Python code, in one step under the lock."""
+        with self.lock:
+            if self.claimed_by is not None:
+                return False
+            self.claimed_by = "watchdog"
+            _inject(self.thread_id, _AbandonedRun)
+            return True
+
+
+class _Watchdog:
+    """One thread per process that expires inline calls at their deadlines."""
+
+    def __init__(self, runner: ScoringRunner) -> None:
+        self._runner = runner
+        self._heap: list[tuple[float, int, _Deadline]] = []
+        self._counter = 0
+        self._wakeup = threading.Condition()
+        threading.Thread(target=self._run, name="azmlinfsrv-watchdog", daemon=True).start()
+
+    def watch(self, entry: _Deadline, deadline: float) -> None:
+        with self._wakeup:
+            self._counter += 1
+            earliest = self._heap[0][0] if self._heap else None
+            heapq.heappush(self._heap, (deadline, self._counter, entry))
+            # Deadlines mostly arrive in order (one timeout for all calls): wake only for an earlier one.
+            if earliest is None or deadline < earliest:
+                self._wakeup.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wakeup:
+                # Finished calls are dropped lazily, when they reach the top.
+                while self._heap and self._heap[0][2].claimed_by is not None:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._wakeup.wait()
+                    continue
+                deadline, _, entry = self._heap[0]
+                delay = deadline - time.monotonic()
+                if delay > 0:
+                    self._wakeup.wait(delay)
+                    continue
+                heapq.heappop(self._heap)
+            if entry.claim_for_watchdog():
+                self._runner._expire(entry)
+
+
 def _inject(thread_id: int, exc_type: type[BaseException]) -> bool:
     """Raise ``exc_type`` asynchronously in another thread (CPython only; a no-op elsewhere)."""
     try:
@@ -99,6 +174,7 @@ class ScoringRunner:
         self._closed = False
         self.timeouts = 0  # calls answered with a timeout
         self.stuck = 0  # abandoned calls still running
+        self._watchdog_thread: _Watchdog | None = None
 
     # -- public ------------------------------------------------------------------------------------------
 
@@ -124,6 +200,81 @@ class ScoringRunner:
         if task.error is not None:
             raise task.error
         return task.result
+
+    def call_inline(self, fn: Callable[..., Any], kwargs: dict[str, Any], answer_timeout: Callable[[], None]) -> Any:
+        """Call ``fn(**kwargs)`` in this thread; at the deadline the watchdog answers for it.
+
+        Used when the host lets the app write to the client connection itself (gunicorn): it saves the two thread
+        handoffs of :meth:`call`, which cost more CPU than a small model's whole request. At the deadline the
+        watchdog claims the request, injects a timeout into this thread (stopping Python code), calls
+        ``answer_timeout`` (which sends the timeout response on the connection and closes it) and frees the
+        scoring slot. If it does, this call raises :class:`UserScriptTimeout` once ``fn`` returns, and the caller's
+        own response goes nowhere. Like :meth:`call`, the caller holds a slot.
+        """
+        if self.timeout_ms <= 0:
+            return fn(**kwargs)
+        entry = _Deadline(threading.get_ident(), answer_timeout)
+        self._watchdog().watch(entry, time.monotonic() + self.timeout_ms / 1000.0)
+        error: BaseException | None = None
+        try:
+            result = fn(**kwargs)
+        except _AbandonedRun:
+            result = None
+        except BaseException as exc:
+            result, error = None, exc
+        # The watchdog claims and injects atomically; once we know it claimed, its injected exception is the only
+        # one that can still arrive, and it is cleared before anything else runs here.
+        while True:
+            try:
+                owns = entry.claim_for_call()
+                if not owns:
+                    self._clear_pending_async_exc()
+                break
+            except _AbandonedRun:
+                continue
+        if not owns:
+            with self._lock:
+                self.stuck -= 1
+            entry.returned = True
+            raise AnsweredTimeout(self.timeout_ms)
+        entry.returned = True
+        if error is not None:
+            raise error
+        return result
+
+    def _watchdog(self) -> _Watchdog:
+        with self._lock:
+            if self._watchdog_thread is None:
+                self._watchdog_thread = _Watchdog(self)
+            return self._watchdog_thread
+
+    def _expire(self, entry: _Deadline) -> None:
+        """The watchdog found ``entry`` past its deadline and claimed it."""
+        with self._lock:
+            self.timeouts += 1
+            self.stuck += 1
+        try:
+            entry.answer_timeout()
+        except Exception:
+            logger.exception("Could not send the scoring-timeout response")
+        # The slot is free again: the stuck call no longer counts against WORKER_THREADS (capacity restored).
+        self.release()
+        entry.expired_at = time.monotonic()
+        watchdog = threading.Timer(self.stuck_grace, self._check_inline_stuck, args=(entry,))
+        watchdog.daemon = True
+        watchdog.start()
+
+    def _check_inline_stuck(self, entry: _Deadline) -> None:
+        if entry.returned:
+            return
+        logger.warning(
+            "A timed-out run() call is still running %.1f s after its deadline (a blocking call that cannot be "
+            "interrupted); %d such call(s) in this process.",
+            time.monotonic() - entry.expired_at,
+            self.stuck,
+        )
+        if self.on_stuck is not None:
+            self.on_stuck(self.stuck)
 
     def close(self) -> None:
         with self._lock:

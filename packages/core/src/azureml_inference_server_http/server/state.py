@@ -96,13 +96,7 @@ class ServerState:
                     "The debuggability features have been removed. If you have a use case for them please reach "
                     "out to us."
                 )
-            swagger = SwaggerDocuments.build(
-                script,
-                config.app_root,
-                config.service_name,
-                config.service_version,
-                config.service_path_prefix,
-            )
+            swagger = self._build_swagger(script)
         except BaseException as exc:
             self._fail(exc)
             raise
@@ -118,6 +112,12 @@ class ServerState:
         logger.info("Worker with pid %s ready for serving traffic", os.getpid())
         self.ready.set()
         self.settled.set()
+
+    def _build_swagger(self, script: UserScript) -> SwaggerDocuments:
+        config = self.config
+        return SwaggerDocuments.build(
+            script, config.app_root, config.service_name, config.service_version, config.service_path_prefix
+        )
 
     def _fail(self, exc: BaseException) -> None:
         self.phase = PHASE_FAILED
@@ -181,13 +181,7 @@ class ServerState:
         try:
             script = user_script.load(config.entry_script_path, config.app_root)
             user_script.run_init(script)
-            swagger = SwaggerDocuments.build(
-                script,
-                config.app_root,
-                config.service_name,
-                config.service_version,
-                config.service_path_prefix,
-            )
+            swagger = self._build_swagger(script)
         except BaseException as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
             logger.exception("Reload failed; still serving the previous version of the score script")

@@ -234,7 +234,7 @@ class ScoringApp:
     def liveness(self) -> WerkzeugResponse:
         """``GET /``: upstream's health probe. Like upstream, it answers once init() has completed."""
         ids = _Ids()
-        req = request
+        req: Request = request._get_current_object()  # type: ignore[attr-defined]  # once, not per use
         problem = _read_ids(req.headers, ids)
         if problem is not None:
             return self._finish(self._json(431, problem), ids, req)
@@ -249,7 +249,7 @@ class ScoringApp:
         started = time.perf_counter()
         wall_start = time.time()
         ids = _Ids()
-        req = request
+        req: Request = request._get_current_object()  # type: ignore[attr-defined]  # once, not per use
         problem = _read_ids(req.headers, ids)
         if problem is not None:
             response: WerkzeugResponse = self._json(431, problem)
@@ -277,7 +277,7 @@ class ScoringApp:
         started = time.perf_counter()
         wall_start = time.time()
         ids = _Ids()
-        req = request
+        req: Request = request._get_current_object()  # type: ignore[attr-defined]  # once, not per use
         problem = _read_ids(req.headers, ids)
         run_ms: float | None = None
         self.metrics.started()
@@ -328,7 +328,7 @@ class ScoringApp:
             try:
                 if connection is not None:
                     # The watchdog can answer on the connection itself: run() stays in this thread.
-                    answer = self._timeout_answer(req._get_current_object(), ids, connection)  # type: ignore[attr-defined]
+                    answer = self._timeout_answer(req, ids, connection)
                     output = runner.call_inline(script.run, kwargs, answer)
                 else:
                     output = runner.call(script.run, kwargs)

@@ -139,3 +139,48 @@ def docs_tests(session: nox.Session) -> None:
     """The docs cover every flag, variable and config key; the deploy files and examples match the server."""
     install_local(session, *PACKAGES, extra=("kubernetes-validate", "pyyaml"))
     session.run("pytest", "tests/docs", *session.posargs)
+
+
+def _install_atheris(session: nox.Session) -> None:
+    """atheris has wheels for the Pythons CI uses; where it cannot be installed the parser targets run under
+    hypothesis instead (tests/fuzz/fuzz_main.py), so a failed install is reported, not fatal."""
+    session.run("python", "-m", "pip", "install", "--quiet", "atheris>=2.3", success_codes=[0, 1])
+
+
+@nox.session(python=DEFAULT_PYTHON, default=False)
+def fuzz(session: nox.Session) -> None:
+    """schemathesis, atheris, smuggling probes, CORS matrix, secrets sweep (R7, R12-R18); a smoke run by default.
+
+    The long campaign that docs/reliability-fuzz.md publishes:
+    ``nox -s fuzz -- --fuzz-long --fuzz-docs docs/reliability-fuzz.md``.
+    """
+    install_local(session, *PACKAGES, extra=("schemathesis>=4.0",))
+    _install_atheris(session)
+    session.run("pytest", "tests/fuzz", *session.posargs, env={"PYTHONFAULTHANDLER": "1"})
+
+
+@nox.session(python=DEFAULT_PYTHON)
+def fuzz_smoke(session: nox.Session) -> None:
+    """The fast CI subset of `fuzz`: everything but schemathesis, with 2000 executions per parser target."""
+    install_local(session, *PACKAGES)
+    _install_atheris(session)
+    session.run(
+        "pytest",
+        "tests/fuzz",
+        "-m",
+        "not schemathesis",
+        "--fuzz-runs",
+        "2000",
+        "--fuzz-seconds",
+        "10",
+        *session.posargs,
+        env={"PYTHONFAULTHANDLER": "1"},
+    )
+
+
+@nox.session(python=DEFAULT_PYTHON, default=False)
+def reliability(session: nox.Session) -> None:
+    """Reliability figures of every server model next to upstream 1.5.1's; rewrites their section of
+    docs/reliability.md (`nox -s reliability`, about 3 minutes; `nox -s reliability -- --long`, about 10)."""
+    install_local(session, *PACKAGES)
+    session.run("python", "tools/reliability_figures.py", *session.posargs, env={"PYTHONFAULTHANDLER": "1"})

@@ -260,6 +260,8 @@ def read_config_file(path: str) -> dict[str, Any]:
             data = json.load(handle)
     except (OSError, ValueError) as exc:
         raise ConfigFileError(f"{path}: {exc}") from exc
+    except RecursionError:
+        raise ConfigFileError(f"{path}: nested too deeply to be a configuration") from None
     if not isinstance(data, dict):
         raise ConfigFileError(f"{path}: the top level must be a JSON object, not {type(data).__name__}")
     return data

@@ -19,6 +19,7 @@ import shlex
 import shutil
 import signal
 import sys
+import threading
 from typing import Any
 
 from azureml_inference_server_http.log_config import PACKAGED_CONFIG
@@ -37,6 +38,17 @@ logger = logging.getLogger("azmlinfsrv")
 SPARE_THREADS = 4
 
 
+# The key under which the app finds a function that makes gunicorn close the connection after the response.
+CLOSE_CONNECTION_KEY = "azmlinfsrv.close_connection"
+_current = threading.local()
+
+
+def _close_current_connection() -> None:
+    request = getattr(_current, "request", None)
+    if request is not None:
+        request.must_close = True  # gunicorn then answers "Connection: close" and closes
+
+
 class AzmlinfsrvArbiter(Arbiter):  # type: ignore[misc]
     """gunicorn's master, halting only on our own boot-failure code (see worker_codes)."""
 
@@ -51,6 +63,26 @@ class AzmlinfsrvWorker(ThreadWorker):  # type: ignore[misc]
       so once every worker has, new connections are refused instead of waiting unanswered in the backlog (R4);
     * signal handlers a score script installed while loading in the init thread are applied in the main thread.
     """
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        app: Any = self.wsgi  # type: ignore[has-type]
+        self._azmlinfsrv_app = app
+
+        def with_close_hook(environ: dict[str, Any], start_response: Any) -> Any:
+            # The app may ask for the connection to be closed after its response (PEP 3333 forbids it to say
+            # "Connection: close" itself): a 413 whose body was not read, for instance.
+            environ[CLOSE_CONNECTION_KEY] = _close_current_connection
+            return app(environ, start_response)
+
+        self.wsgi = with_close_hook
+
+    def handle_request(self, req: Any, conn: Any) -> Any:
+        _current.request = req
+        try:
+            return super().handle_request(req, conn)
+        finally:
+            _current.request = None
 
     def notify(self) -> None:
         # Imported here, in the worker: the master never loads the server (and Flask) into its own memory.
@@ -67,7 +99,7 @@ class AzmlinfsrvWorker(ThreadWorker):  # type: ignore[misc]
                     listener.close()
 
     def handle_exit(self, sig: int, frame: Any) -> None:
-        app = getattr(self, "wsgi", None)
+        app = getattr(self, "_azmlinfsrv_app", None)
         state = getattr(app, "extensions", {}).get("azmlinfsrv.state") if app is not None else None
         if state is not None:
             if not state.ready.is_set():

@@ -12,6 +12,7 @@ import _thread
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -23,8 +24,11 @@ from typing import Any
 import waitress
 from azureml_inference_server_http import constants as c
 from azureml_inference_server_http.server.main_thread import deferred_signals
+from waitress import receiver as waitress_receiver
 from waitress import wasyncore
 from waitress.channel import HTTPChannel
+from waitress.parser import HTTPRequestParser
+from waitress.parser import ParsingError
 from waitress.server import BaseWSGIServer
 from waitress.task import ErrorTask
 
@@ -57,6 +61,41 @@ class _InFlight:
     def _done(self) -> None:
         with self._lock:
             self.count -= 1
+
+
+def _refuse_ambiguous_framing(parser_class: Any) -> None:
+    """Make waitress refuse requests whose body length is ambiguous (RFC 9112 §6.3), the way requests are smuggled.
+
+    waitress decodes a chunked body and drops Transfer-Encoding, ignoring a Content-Length sent with it, and then
+    answers the request hidden behind the chunked body too. Refused here with its own 400, which closes the
+    connection.
+    """
+    original = parser_class.parse_header
+    if getattr(original, "_azmlinfsrv", False):
+        return
+
+    def parse_header(self: Any, header_plus: bytes) -> None:
+        original(self, header_plus)
+        if (self.chunked and "CONTENT_LENGTH" in self.headers) or (
+            self.version == "1.0" and "TRANSFER_ENCODING" in self.headers
+        ):
+            raise ParsingError("Transfer-Encoding with Content-Length, or on HTTP/1.0, is ambiguous")
+
+    parse_header._azmlinfsrv = True  # type: ignore[attr-defined]
+    parser_class.parse_header = parse_header
+    # waitress checks a chunk extension with re.match, so ";x\n" passes on its prefix and the bare LF hides the
+    # start of another request; the whole extension must match.
+    receiver_module: Any = waitress_receiver
+    if not isinstance(receiver_module.CHUNK_EXT_RE, _WholeMatch):
+        receiver_module.CHUNK_EXT_RE = _WholeMatch(receiver_module.CHUNK_EXT_RE)
+
+
+class _WholeMatch:
+    def __init__(self, pattern: re.Pattern[bytes]) -> None:
+        self.pattern = pattern
+
+    def match(self, data: bytes) -> re.Match[bytes] | None:
+        return self.pattern.fullmatch(data)
 
 
 class _Closing:
@@ -111,6 +150,7 @@ def _body_limit() -> int:
 def serve(settings: LaunchSettings) -> int:
     # Class attribute on waitress's channel: this process serves only our app, so the change stays with us.
     HTTPChannel.error_task_class = _JsonErrorTask
+    _refuse_ambiguous_framing(HTTPRequestParser)
     # compat: upstream's waitress path ran WORKER_COUNT run() calls at once (its threads); one process here does
     # the work of WORKER_COUNT gunicorn workers, so it gets their run() slots.
     os.environ[c.ENV_WORKER_THREADS] = str(settings.workers * settings.threads)

@@ -30,7 +30,9 @@ from .. import constants as c
 from ..config import ServerConfig
 from ..exceptions import UserScriptTimeout
 from . import jsonio
+from .inputs import BODY_READ_KEY
 from .inputs import InputError
+from .inputs import check_query_utf8
 from .inputs import run_arguments
 from .metrics import Metrics
 from .scoring import AnsweredTimeout
@@ -216,6 +218,10 @@ class ScoringApp:
             )
         )
 
+    def _raw_mode(self) -> bool:
+        script = self.state.script
+        return script is not None and script.mode.value == "raw"
+
     def _too_large(self, req: Request) -> Response | None:
         limit = self.state.config.max_request_body_bytes
         length = req.content_length
@@ -224,7 +230,8 @@ class ScoringApp:
                 413,
                 f"Request body of {length} bytes exceeds the limit of {limit} bytes (MAX_REQUEST_BODY_MB).",
             )
-            # The body was not read: the connection cannot be reused.
+            # The body is not read: the connection cannot be reused. (PEP 3333 lets no app set "Connection", so
+            # gunicorn would keep the connection and read the whole body; _drop_unread_body stops that.)
             response.headers["Connection"] = "close"
             return response
         return None
@@ -258,7 +265,11 @@ class ScoringApp:
         elif req.method == "OPTIONS":
             response = _options_response(self.response_class)
         else:
-            status, body = self.state.swagger.lookup(req.args.get("version"))
+            try:
+                check_query_utf8(req.query_string)
+                status, body = self.state.swagger.lookup(req.args.get("version"))
+            except InputError as exc:
+                status, body = exc.status, exc.message
             if isinstance(body, bytes):
                 response = self.response_class(body, status=status, mimetype=JSON)
                 response.headers[c.HEADER_RUN_FUNCTION_FAILED] = "False"
@@ -285,6 +296,8 @@ class ScoringApp:
             response: WerkzeugResponse = self._json(431, problem)
         else:
             response, run_ms = self._score(req, ids)
+            if req.content_length and BODY_READ_KEY not in req.environ and not self._raw_mode():
+                _drop_unread_body(req)
         self._finish(response, ids, req)
         ms = self._log_line(req, response, started) if problem is None else (time.perf_counter() - started) * 1e3
         self.metrics.observe_score(req.method, response.status_code, ms, run_ms)
@@ -444,6 +457,34 @@ class ScoringApp:
     def metrics_route(self) -> Response:
         payload, content_type = self.metrics.render()
         return self.response_class(payload, status=200, content_type=content_type)
+
+
+# A host may put a function here that closes the connection after the response (the gunicorn front-end does).
+CLOSE_CONNECTION_KEY = "azmlinfsrv.close_connection"
+# Bodies up to this size that a response did not need are read and discarded, so the connection can be reused.
+_DISCARD_LIMIT = 256 * 1024
+
+
+def _drop_unread_body(req: Request) -> None:
+    """A response was made without reading the body (413, 415, 405...): do not let it stall the server.
+
+    A small body is read and discarded. For a larger one, under gunicorn, the read side of the connection is shut:
+    gunicorn then closes the connection after the response instead of reading the body, or lingering in its event
+    loop waiting for it (which stalls every connection of the worker for seconds), and the host is asked to close
+    the connection after the response.
+    """
+    length = req.content_length or 0
+    if length <= _DISCARD_LIMIT:
+        with contextlib.suppress(Exception):
+            req.get_data(cache=False)
+            return
+    close = req.environ.get(CLOSE_CONNECTION_KEY)
+    if close is not None:
+        close()
+    connection = req.environ.get("gunicorn.socket")
+    if connection is not None:
+        with contextlib.suppress(OSError):
+            connection.shutdown(socket.SHUT_RD)
 
 
 def _options_response(response_class: type[Response]) -> Response:

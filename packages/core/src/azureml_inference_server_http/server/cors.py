@@ -16,6 +16,15 @@ from dataclasses import dataclass
 logger = logging.getLogger("azmlinfsrv")
 
 _ORIGIN = re.compile(r"^[a-z][a-z0-9+.-]*://[^/?#\s:]+(:\d{1,5})?$", re.IGNORECASE)
+# Origins are compared case-insensitively in ASCII only: str.lower() would fold e.g. the Kelvin sign into "k" and
+# let a different host match. Browsers send non-ASCII hosts in punycode.
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _normalise(origin: str) -> str:
+    return origin.translate(_ASCII_LOWER).rstrip("/")
+
+
 ALLOWED_METHODS = "GET, POST"
 
 
@@ -32,7 +41,13 @@ class CorsPolicy:
         entries = [entry.strip() for entry in value.split(",")]
         entries = [entry for entry in entries if entry]
         for entry in entries:
-            if entry != "*" and not _ORIGIN.match(entry):
+            if not entry.isascii():
+                logger.warning(
+                    "CORS origin %r is not ASCII: browsers send international host names in punycode "
+                    "(xn--...), so it can only match clients that send exactly this text.",
+                    entry,
+                )
+            elif entry != "*" and not _ORIGIN.match(entry):
                 logger.warning(
                     "CORS origin %r is not of the form scheme://host[:port] or '*': browsers send origins with a "
                     "scheme, so it will only match clients that send exactly this text.",
@@ -40,12 +55,12 @@ class CorsPolicy:
                 )
         logger.info("Enabling CORS for the following origins: %s", ", ".join(entries))
         return cls(
-            origins=frozenset(e.lower().rstrip("/") for e in entries),
+            origins=frozenset(_normalise(e) for e in entries),
             allow_any="*" in entries,
         )
 
     def allows(self, origin: str) -> bool:
-        return self.allow_any or origin.lower().rstrip("/") in self.origins
+        return self.allow_any or _normalise(origin) in self.origins
 
     def headers(
         self, origin: str | None, preflight_headers: str | None, is_preflight: bool

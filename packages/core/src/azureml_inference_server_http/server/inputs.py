@@ -7,10 +7,13 @@ from urllib.parse import unquote_to_bytes
 
 from flask import Request
 from flask import request as request_proxy
+from werkzeug.exceptions import HTTPException
 
 from . import jsonio
 from .user_script import InputMode
 from .user_script import UserScript
+
+BODY_READ_KEY = "azmlinfsrv.body_read"
 
 
 class InputError(Exception):
@@ -22,10 +25,11 @@ class InputError(Exception):
         self.message = message
 
 
-def _check_query_utf8(raw_query: bytes | str) -> None:
+def check_query_utf8(raw_query: bytes | str) -> None:
+    """Raise a 400 for a query string that is not UTF-8, raw or percent-encoded (Werkzeug would fail or guess)."""
     if isinstance(raw_query, str):
         raw_query = raw_query.encode("latin-1", "replace")
-    if b"%" not in raw_query:
+    if raw_query.isascii() and b"%" not in raw_query:
         return
     try:
         unquote_to_bytes(raw_query).decode("utf-8")
@@ -47,7 +51,7 @@ def _query_value(text: str) -> Any:
 
 def query_dict(request: Request) -> dict[str, Any]:
     """The query string as a dict: first-appearance key order, repeated keys become lists."""
-    _check_query_utf8(request.query_string)
+    check_query_utf8(request.query_string)
     out: dict[str, Any] = {}
     for key, values in request.args.lists():
         parsed = [_query_value(value) for value in values]
@@ -55,12 +59,24 @@ def query_dict(request: Request) -> dict[str, Any]:
     return out
 
 
+def read_body(request: Request) -> bytes:
+    """The request body; a body the server cannot read (a malformed chunked encoding) is the client's 400."""
+    try:
+        data = request.get_data(cache=False)
+    except HTTPException:
+        raise  # 413 from the body limit, and Werkzeug's own errors, keep their status
+    except Exception as exc:
+        raise InputError(400, f"Request body could not be read: {exc}") from None
+    request.environ[BODY_READ_KEY] = True
+    return data
+
+
 def _json_string(request: Request) -> str:
     if request.method == "GET":
         return jsonio.dumps(query_dict(request))
     # The raw body, whatever the content type: form and multipart bodies are never parsed (RELIABILITY.md R12).
     # compat: upstream decodes as UTF-8 whatever charset is declared.
-    data = request.get_data(cache=False)
+    data = read_body(request)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -72,7 +88,7 @@ def _schema_body(request: Request) -> dict[str, Any]:
         return query_dict(request)
     if not request.is_json:
         raise InputError(415, "Expects Content-Type to be application/json")
-    data = request.get_data(cache=False)
+    data = read_body(request)
     if not data:
         raise InputError(400, "POST body is empty. Expecting a JSON dictionary.")
     try:

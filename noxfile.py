@@ -181,6 +181,6 @@ def fuzz_smoke(session: nox.Session) -> None:
 @nox.session(python=DEFAULT_PYTHON, default=False)
 def reliability(session: nox.Session) -> None:
     """Reliability figures of every server model next to upstream 1.5.1's; rewrites their section of
-    docs/reliability.md (`nox -s reliability`, about 3 minutes; `nox -s reliability -- --long`, about 10)."""
+    docs/reliability.md (`nox -s reliability`, about 3 minutes; `nox -s reliability -- --long`, about 6)."""
     install_local(session, *PACKAGES)
     session.run("python", "tools/reliability_figures.py", *session.posargs, env={"PYTHONFAULTHANDLER": "1"})

@@ -191,3 +191,21 @@ def test_inline_call_stops_python_loop() -> None:
     assert time.monotonic() - started < 1.0
     assert runner.stuck == 0
     runner.close()
+
+
+def test_watchdog_forgets_finished_calls_behind_a_long_one() -> None:
+    runner = ScoringRunner(concurrency=2, timeout_ms=3_600_000)
+    release = threading.Event()
+    runner.acquire()
+    long_call = threading.Thread(target=runner.call_inline, args=(lambda: release.wait(10), {}, lambda: None))
+    long_call.start()
+    time.sleep(0.05)
+    for n in range(2000):
+        runner.acquire()
+        assert runner.call_inline(lambda n: n, {"n": n}, lambda: None) == n
+        runner.release()
+    heap = runner._watchdog()._heap
+    assert len(heap) < 300  # the long call's entry and at most one purge interval of finished ones
+    release.set()
+    long_call.join(5)
+    runner.close()

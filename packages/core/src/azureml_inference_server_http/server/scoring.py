@@ -105,6 +105,9 @@ class _Deadline:
             return True
 
 
+_PURGE_EVERY = 256
+
+
 class _Watchdog:
     """One thread per process that expires inline calls at their deadlines."""
 
@@ -118,6 +121,11 @@ class _Watchdog:
     def watch(self, entry: _Deadline, deadline: float) -> None:
         with self._wakeup:
             self._counter += 1
+            if self._counter % _PURGE_EVERY == 0:
+                # Finished calls leave the heap lazily, from the top; behind a long call still running, they would
+                # pile up (each holding its request) until that call's deadline, an hour by default.
+                self._heap = [item for item in self._heap if item[2].claimed_by is None]
+                heapq.heapify(self._heap)
             earliest = self._heap[0][0] if self._heap else None
             heapq.heappush(self._heap, (deadline, self._counter, entry))
             # Deadlines mostly arrive in order (one timeout for all calls): wake only for an earlier one.

@@ -51,10 +51,6 @@ def install_local(session: nox.Session, *packages: str, extra: tuple[str, ...] =
     session.install(*args, *DEV, *extra)
 
 
-def coverage_file(session: nox.Session) -> str:
-    return str(ROOT / f".coverage.{sys.platform}.{session.python or DEFAULT_PYTHON}.{session.name}")
-
-
 @nox.session(python=DEFAULT_PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff, and one version for all five distributions."""

@@ -8,7 +8,9 @@ version header and CORS apply to upstream's three routes only, as upstream's blu
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import os
 import logging
 import socket
 import time
@@ -570,9 +572,6 @@ def create_app(
     loaded and init() has run when this returns, and failures raise. With ``background_init=True`` the app answers
     probes at once and ``on_init_failure`` is called with the exception if init() fails.
     """
-    import dataclasses
-    import os
-
     if config is None:
         config = ServerConfig.from_env(environ)
     overrides: dict[str, Any] = {}
@@ -603,6 +602,3 @@ def get_state(app: Flask) -> ServerState:
     state = app.extensions[STATE_KEY]
     assert isinstance(state, ServerState)
     return state
-
-
-_Handler = Callable[[], WerkzeugResponse]

@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
 import logging
+import os
 import socket
 import time
 import uuid

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from .. import constants as c
 from ..config import ServerConfig
 from ..exceptions import UserScriptException
 from . import model_dir
@@ -91,7 +92,7 @@ class ServerState:
         try:
             script = user_script.load(config.entry_script_path, config.app_root)
             user_script.run_init(script)
-            if os.environ.get("AML_DBG_MODEL_INFO") is not None or os.environ.get("AML_DBG_RESOURCE_INFO") is not None:
+            if any(name in os.environ for name in (c.ENV_DBG_MODEL_INFO, c.ENV_DBG_RESOURCE_INFO)):
                 logger.warning(
                     "The debuggability features have been removed. If you have a use case for them please reach "
                     "out to us."

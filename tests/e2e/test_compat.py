@@ -71,10 +71,13 @@ def test_init_failure_lists_model_dir_and_exits_without_waiting(launch: Launcher
     assert re.search(r"azmlinfsrv -             a\.pkl", out)
 
 
-def test_port_in_use_fails_and_first_keeps_serving(launch: Launcher) -> None:
-    first = launch("--entry_script", "valid_score.py")
-    second = launch("--entry_script", "valid_score.py", port=first.port, wait=False)
+def test_port_in_use_fails_and_first_keeps_serving(launch: Launcher, server_model: str) -> None:
+    first = launch("--entry_script", "valid_score.py", model=server_model)
+    second = launch("--entry_script", "valid_score.py", port=first.port, model=server_model, wait=False)
     assert second.wait_exit(30) != 0
+    if server_model == "waitress":
+        assert second.process.returncode == 1
+        assert f"Cannot listen on 127.0.0.1:{first.port}" in second.logs()
     assert requests.post(first.url + "/score", timeout=10).status_code == 200
 
 

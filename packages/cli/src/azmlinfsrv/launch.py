@@ -20,7 +20,8 @@ logger = logging.getLogger("azmlinfsrv")
 # Registry of front-ends, imported lazily: gunicorn is never imported on Windows (it does not install there).
 SERVERS = {
     "gunicorn": "azmlinfsrv.servers.gunicorn:serve",
-    "waitress": "azmlinfsrv.servers.waitress:serve",
+    # A supervisor process that runs waitress in a child and replaces it if user code crashes it.
+    "waitress": "azmlinfsrv.servers.supervisor:serve",
 }
 
 

@@ -172,6 +172,10 @@ def serve(
         from .servers.gunicorn import exec_master
 
         exec_master(settings, multiproc_dir)  # does not return
+    if settings.server == "waitress" and sys.platform != "win32":
+        from .servers.supervisor import exec_supervisor
+
+        exec_supervisor(settings, multiproc_dir)  # does not return; Windows supervises from this process below
     launcher_pid = os.getpid()
     try:
         module_name, _, attr = SERVERS[settings.server].partition(":")

@@ -4,11 +4,15 @@ One process with a thread pool. Upstream's waitress path had no scoring timeout 
 on shutdown (RELIABILITY.md W9); here the timeout comes from the core's ScoringRunner as on gunicorn, and SIGTERM
 drains: readiness turns 503, the listening sockets close, in-flight requests finish (up to the graceful timeout),
 then the process exits 0.
+
+This process is the child of a supervisor (``supervisor.py``), which starts it as ``python -m
+azmlinfsrv.servers.waitress``, hands it the listening sockets, and starts a new one if it crashes after booting.
 """
 
 from __future__ import annotations
 
 import _thread
+import dataclasses
 import json
 import logging
 import os
@@ -23,7 +27,9 @@ from typing import Any
 
 import waitress
 from azureml_inference_server_http import constants as c
+from azureml_inference_server_http.log_config import apply_packaged_config
 from azureml_inference_server_http.server.main_thread import deferred_signals
+from prometheus_client import multiprocess
 from waitress import receiver as waitress_receiver
 from waitress import wasyncore
 from waitress.channel import HTTPChannel
@@ -34,6 +40,10 @@ from waitress.task import ErrorTask
 
 from .. import worker
 from ..launch import LaunchSettings
+from .supervisor import Handoff
+from .supervisor import format_addresses
+from .supervisor import listen_addresses
+from .supervisor import receive_handoff
 
 logger = logging.getLogger("azmlinfsrv")
 
@@ -147,23 +157,26 @@ def _body_limit() -> int:
     return megabytes * 1024 * 1024 + 1 if megabytes > 0 else 1024**3
 
 
-def serve(settings: LaunchSettings) -> int:
+def serve(settings: LaunchSettings, handoff: Handoff | None = None) -> int:
+    """Serve until stopped; the exit code. Listens on the handoff's sockets, or binds them itself (Windows)."""
     # Class attribute on waitress's channel: this process serves only our app, so the change stays with us.
     HTTPChannel.error_task_class = _JsonErrorTask
     _refuse_ambiguous_framing(HTTPRequestParser)
     # compat: upstream's waitress path ran WORKER_COUNT run() calls at once (its threads); one process here does
     # the work of WORKER_COUNT gunicorn workers, so it gets their run() slots.
     os.environ[c.ENV_WORKER_THREADS] = str(settings.workers * settings.threads)
+    # Boot failures exit with upstream's 3 directly: the supervisor passes a child's code on when it never booted.
     app = worker.build_app(background_init=True, debug_listen_port=settings.debug_port, in_launcher=True)
     counted = _InFlight(app)
     threads = settings.workers * settings.threads + SPARE_THREADS
-    listen = [f"{settings.host}:{settings.port}"]
-    if settings.health_port is not None and settings.health_port != settings.port:
-        listen.insert(0, f"{settings.host}:{settings.health_port}")
+    listen = format_addresses(listen_addresses(dataclasses.asdict(settings)))
+    where: dict[str, Any] = (
+        {"sockets": handoff.sockets} if handoff and handoff.sockets else {"listen": " ".join(listen)}
+    )
     try:
         server: Any = waitress.create_server(  # type: ignore[attr-defined]
             counted,
-            listen=" ".join(listen),
+            **where,
             threads=threads,
             ident="azmlinfsrv",
             # Slow or idle clients are cut instead of holding a channel forever (RELIABILITY.md W7).
@@ -221,6 +234,38 @@ def serve(settings: LaunchSettings) -> int:
     # Handlers a score script installed while loading (in the init thread) are applied by the event loop's thread.
     deferred_signals.wake = lambda: server_trigger(server).pull_trigger(deferred_signals.apply)
     deferred_signals.apply()
+    if handoff is not None:
+        threading.Thread(
+            target=_announce_when_ready, args=(app, handoff), name="azmlinfsrv-booted", daemon=True
+        ).start()
     server.run()
     logger.info("Shutting down: waitress")
     return 0
+
+
+def _announce_when_ready(app: Any, handoff: Handoff) -> None:
+    """Once init() has succeeded, the supervisor treats this process's death as a crash, not a boot failure."""
+    state = getattr(app, "extensions", {}).get("azmlinfsrv.state")
+    if state is not None:
+        state.ready.wait()
+    # The supervisor stopped or died: drain as on SIGTERM (the handler runs in the main thread).
+    handoff.announce_booted(on_supervisor_gone=lambda: signal.raise_signal(signal.SIGTERM))
+
+
+def _forget_dead_workers(pids: list[int]) -> None:
+    """Live gauges (requests in flight) of a crashed predecessor must stop counting (prometheus-client multiprocess)."""
+    if not pids or not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    for pid in pids:
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+def _supervised_main() -> int:
+    apply_packaged_config()
+    handoff = receive_handoff()
+    _forget_dead_workers(handoff.dead)
+    return serve(LaunchSettings(**handoff.settings), handoff)
+
+
+if __name__ == "__main__":
+    sys.exit(_supervised_main())

@@ -35,6 +35,10 @@ from azureml_inference_server_http.server.cors import CorsPolicy
 from azureml_inference_server_http.server.inputs import InputError
 from azureml_inference_server_http.server.inputs import query_dict
 from azureml_inference_server_http.server.inputs import run_arguments
+from azmlinfsrv.servers.http11 import ChunkedDecoder
+from azmlinfsrv.servers.http11 import HttpError
+from azmlinfsrv.servers.http11 import Limits
+from azmlinfsrv.servers.http11 import parse_head
 from flask import Flask
 from flask import Request
 from werkzeug.datastructures import Headers
@@ -583,6 +587,53 @@ def target_wsgi_decorated(data: bytes) -> None:
     _wsgi_target(data, DECORATED)
 
 
+_HTTP_STATUSES = {400, 414, 431, 501, 505}
+
+
+def target_http_head(data: bytes) -> None:
+    """The worker's request-head parser raises only HttpError with a 4xx/5xx it declares; what it accepts is
+    unambiguous: one framing, CGI names without CR/LF, and a body length that is a plain integer."""
+    head_bytes = data.split(b"\r\n\r\n", 1)[0]
+    try:
+        head = parse_head(head_bytes, Limits())
+    except HttpError as exc:
+        if exc.status not in _HTTP_STATUSES or not exc.message:
+            raise FuzzFailure(f"undeclared error {exc.status} {exc.message!r}") from exc
+        return
+    if head.chunked and "CONTENT_LENGTH" in head.environ:
+        raise FuzzFailure("accepted both chunked framing and a Content-Length")
+    if head.content_length < 0 or (head.chunked and head.version != "HTTP/1.1"):
+        raise FuzzFailure(f"bad framing: {head.content_length} {head.version}")
+    for key, value in head.environ.items():
+        if any(ch in str(value) for ch in "\r\n\x00"):
+            raise FuzzFailure(f"{key} carries a line break or NUL: {value!r}")
+
+
+def target_http_chunked(data: bytes) -> None:
+    """The chunked-body decoder raises only HttpError(400/431), and gives the same body however the bytes arrive."""
+    if not data:
+        return
+    split = data[0] % 8 + 1
+    raw = data[1:]
+    results = []
+    for step in (len(raw) or 1, split):
+        decoder = ChunkedDecoder(1 << 16)
+        buf = bytearray()
+        pos = 0
+        try:
+            for start in range(0, len(raw), step):
+                buf += raw[start : start + step]
+                pos = decoder.feed(buf, pos)
+        except HttpError as exc:
+            if exc.status not in (400, 431):
+                raise FuzzFailure(f"undeclared error {exc.status}") from exc
+            results.append(("error", exc.status))
+            continue
+        results.append(("ok", decoder.done, decoder.over_limit, bytes(decoder.body) if decoder.done else None))
+    if results[0] != results[1]:
+        raise FuzzFailure(f"whole and split arrival differ: {results}")
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "json_loads": target_json_loads,
     "query": target_query,
@@ -592,6 +643,8 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "config": target_config,
     "wsgi_undecorated": target_wsgi_undecorated,
     "wsgi_decorated": target_wsgi_decorated,
+    "http_head": target_http_head,
+    "http_chunked": target_http_chunked,
 }
 
 

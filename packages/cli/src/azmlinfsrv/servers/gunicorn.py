@@ -1,16 +1,13 @@
 """Serving with gunicorn (Linux and macOS): a master process and ``WORKER_COUNT`` worker processes.
 
-Each worker runs gunicorn's threaded worker (gthread) rather than upstream's sync worker:
-* liveness and readiness are answered by another thread while run() is busy (RELIABILITY.md W6);
-* keep-alive connections, which the sync worker cannot do;
-* the worker's heartbeat comes from its main loop, not from the request, so a long run() is governed by
-  SCORING_TIMEOUT_MS alone and not cut by gunicorn's worker timeout (W2).
+gunicorn's master supervises the workers (crashes, recycling, signals); each worker runs our event-loop worker
+(:mod:`.loop_worker`) rather than upstream's sync worker: keep-alive, probes answered while run() is busy, slow
+clients held in the loop instead of in a thread, and a heartbeat that a long run() does not stop.
 run() concurrency inside a worker stays 1 unless ``--threads`` says otherwise (see the core's ScoringRunner).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
@@ -19,13 +16,11 @@ import shlex
 import shutil
 import signal
 import sys
-import threading
 from typing import Any
 
 from azureml_inference_server_http.log_config import PACKAGED_CONFIG
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
-from gunicorn.workers.gthread import ThreadWorker
 
 from ..launch import LaunchSettings
 from ..worker_codes import BOOT_FAILURE_EXIT_CODE
@@ -33,81 +28,11 @@ from ..worker_codes import UPSTREAM_BOOT_FAILURE_EXIT_CODE
 
 logger = logging.getLogger("azmlinfsrv")
 
-# Threads beyond the scoring slots: they answer probes, /metrics and queued requests' 503s while every slot is
-# busy, so a busy model never looks dead to an orchestrator.
-SPARE_THREADS = 4
-
-
-# The key under which the app finds a function that makes gunicorn close the connection after the response.
-CLOSE_CONNECTION_KEY = "azmlinfsrv.close_connection"
-_current = threading.local()
-
-
-def _close_current_connection() -> None:
-    request = getattr(_current, "request", None)
-    if request is not None:
-        request.must_close = True  # gunicorn then answers "Connection: close" and closes
-
 
 class AzmlinfsrvArbiter(Arbiter):  # type: ignore[misc]
     """gunicorn's master, halting only on our own boot-failure code (see worker_codes)."""
 
     WORKER_BOOT_ERROR = BOOT_FAILURE_EXIT_CODE
-
-
-class AzmlinfsrvWorker(ThreadWorker):  # type: ignore[misc]
-    """gthread worker with three additions:
-
-    * SIGTERM marks the app as draining, so readiness turns 503 at once;
-    * when it stops accepting to drain, it closes its listening sockets: the master has closed its copies already,
-      so once every worker has, new connections are refused instead of waiting unanswered in the backlog (R4);
-    * signal handlers a score script installed while loading in the init thread are applied in the main thread.
-    """
-
-    def load_wsgi(self) -> None:
-        super().load_wsgi()
-        app: Any = self.wsgi  # type: ignore[has-type]
-        self._azmlinfsrv_app = app
-
-        def with_close_hook(environ: dict[str, Any], start_response: Any) -> Any:
-            # The app may ask for the connection to be closed after its response (PEP 3333 forbids it to say
-            # "Connection: close" itself): a 413 whose body was not read, for instance.
-            environ[CLOSE_CONNECTION_KEY] = _close_current_connection
-            return app(environ, start_response)
-
-        self.wsgi = with_close_hook
-
-    def handle_request(self, req: Any, conn: Any) -> Any:
-        _current.request = req
-        try:
-            return super().handle_request(req, conn)
-        finally:
-            _current.request = None
-
-    def notify(self) -> None:
-        # Imported here, in the worker: the master never loads the server (and Flask) into its own memory.
-        from azureml_inference_server_http.server.main_thread import deferred_signals
-
-        deferred_signals.apply()
-        super().notify()
-
-    def set_accept_enabled(self, enabled: bool) -> None:
-        super().set_accept_enabled(enabled)
-        if not enabled and not self.alive:
-            for listener in self.sockets:
-                with contextlib.suppress(OSError):
-                    listener.close()
-
-    def handle_exit(self, sig: int, frame: Any) -> None:
-        app = getattr(self, "_azmlinfsrv_app", None)
-        state = getattr(app, "extensions", {}).get("azmlinfsrv.state") if app is not None else None
-        if state is not None:
-            if not state.ready.is_set():
-                # Still loading the model: nothing is in flight, and waiting for init() to finish only to stop
-                # would hold the shutdown for up to the graceful timeout.
-                os._exit(0)
-            state.start_draining()
-        super().handle_exit(sig, frame)
 
 
 def _recycle_self(stuck: int) -> None:
@@ -158,8 +83,8 @@ class AzmlinfsrvGunicorn(BaseApplication):  # type: ignore[misc]
         options: dict[str, Any] = {
             "bind": binds,
             "workers": s.workers,
-            "worker_class": "azmlinfsrv.servers.gunicorn.AzmlinfsrvWorker",
-            "threads": s.threads + SPARE_THREADS,
+            "worker_class": "azmlinfsrv.servers.loop_worker.EventLoopWorker",
+            "threads": s.threads,
             "timeout": s.worker_timeout,
             "graceful_timeout": s.graceful_timeout,
             "keepalive": 5,

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import os
+import random
 import socket
 import time
 import uuid
@@ -37,6 +38,7 @@ from .inputs import InputError
 from .inputs import check_query_utf8
 from .inputs import run_arguments
 from .metrics import Metrics
+from .scoring import SLOT_LEASE_KEY
 from .scoring import AnsweredTimeout
 from .state import PHASE_READY
 from .state import ServerState
@@ -65,6 +67,15 @@ def _message(text: str) -> bytes:
     return json.dumps({"message": text}).encode("utf-8")
 
 
+def _new_request_id() -> str:
+    """A random (version 4) UUID, as upstream's ids are.
+
+    Request ids correlate log lines; they are not secrets, so they come from the process's seeded PRNG
+    rather than from os.urandom, which is a system call per request.
+    """
+    return str(uuid.UUID(int=random.getrandbits(128), version=4))
+
+
 class _Ids:
     """The request ids of one request (BEHAVIOR.md §2.3)."""
 
@@ -81,7 +92,7 @@ def _read_ids(headers: Any, ids: _Ids) -> str | None:
     """Fill ``ids`` from the request; returns the 431 message when a header is too long."""
     request_id = headers.get(c.HEADER_REQUEST_ID)
     if request_id is None:
-        request_id = str(uuid.uuid4())
+        request_id = _new_request_id()
     if len(request_id) > c.HEADER_LIMIT:
         return MSG_REQUEST_ID_TOO_LONG
     ids.request_id = request_id
@@ -329,7 +340,9 @@ class ScoringApp:
             if req.method == "HEAD":
                 return self._json(405, "Method not allowed"), None
         runner = state.runner
-        runner.acquire()
+        lease = req.environ.get(SLOT_LEASE_KEY)
+        if lease is None or not lease.claim():
+            runner.acquire()
         slot_released = False
         try:
             try:

@@ -108,14 +108,56 @@ class _Deadline:
 _PURGE_EVERY = 256
 
 
+def _nothing() -> None:
+    pass
+
+
+# The environ key under which a host that took a scoring slot for a request hands it to the app (a SlotLease).
+SLOT_LEASE_KEY = "azmlinfsrv.slot_lease"
+
+
+class SlotLease:
+    """A scoring slot a host took before calling the app, so it never dispatches more calls than slots.
+
+    The app claims it in place of :meth:`ScoringRunner.acquire` and releases the slot as usual; a request that
+    never reaches run() (a 404, a 431, a 503 during init) leaves it unclaimed and the host returns it.
+    """
+
+    __slots__ = ("_runner", "_state")
+
+    def __init__(self, runner: ScoringRunner) -> None:
+        self._runner = runner
+        self._state = 0  # 0 held by the host, 1 claimed by the app, 2 returned
+
+    def claim(self) -> bool:
+        if self._state == 0:
+            self._state = 1
+            return True
+        return False
+
+    def release_unclaimed(self) -> None:
+        if self._state == 0:
+            self._state = 2
+            self._runner.release()
+
+
 class _Watchdog:
-    """One thread per process that expires inline calls at their deadlines."""
+    """One thread per process that expires inline calls at their deadlines.
+
+    Waking it costs a thread switch, which costs as much as a small request. Calls mostly share one timeout, so a
+    new deadline is almost never earlier than the one the thread already sleeps until: it is woken only for one
+    that is, and otherwise finds new deadlines when it wakes up on its own (at the earliest deadline, or every
+    ``_IDLE_WAIT`` seconds).
+    """
+
+    _IDLE_WAIT = 1.0
 
     def __init__(self, runner: ScoringRunner) -> None:
         self._runner = runner
         self._heap: list[tuple[float, int, _Deadline]] = []
         self._counter = 0
         self._wakeup = threading.Condition()
+        self._wake_at = 0.0  # when the thread wakes up by itself; 0 while it is awake
         threading.Thread(target=self._run, name="azmlinfsrv-watchdog", daemon=True).start()
 
     def watch(self, entry: _Deadline, deadline: float) -> None:
@@ -126,10 +168,9 @@ class _Watchdog:
                 # pile up (each holding its request) until that call's deadline, an hour by default.
                 self._heap = [item for item in self._heap if item[2].claimed_by is None]
                 heapq.heapify(self._heap)
-            earliest = self._heap[0][0] if self._heap else None
             heapq.heappush(self._heap, (deadline, self._counter, entry))
-            # Deadlines mostly arrive in order (one timeout for all calls): wake only for an earlier one.
-            if earliest is None or deadline < earliest:
+            if self._wake_at and deadline < self._wake_at:
+                self._wake_at = 0.0
                 self._wakeup.notify()
 
     def _run(self) -> None:
@@ -138,13 +179,18 @@ class _Watchdog:
                 # Finished calls are dropped lazily, when they reach the top.
                 while self._heap and self._heap[0][2].claimed_by is not None:
                     heapq.heappop(self._heap)
+                now = time.monotonic()
                 if not self._heap:
-                    self._wakeup.wait()
+                    self._wake_at = now + self._IDLE_WAIT
+                    self._wakeup.wait(self._IDLE_WAIT)
+                    self._wake_at = 0.0
                     continue
                 deadline, _, entry = self._heap[0]
-                delay = deadline - time.monotonic()
+                delay = deadline - now
                 if delay > 0:
+                    self._wake_at = deadline
                     self._wakeup.wait(delay)
+                    self._wake_at = 0.0
                     continue
                 heapq.heappop(self._heap)
             if entry.claim_for_watchdog():
@@ -192,6 +238,14 @@ class ScoringRunner:
 
     def release(self) -> None:
         self._slots.release()
+
+    def has_free_slot(self) -> bool:
+        """Whether a call could start now (a hint: another thread may take the slot first)."""
+        return self._slots._value > 0  # type: ignore[attr-defined]
+
+    def try_acquire(self) -> bool:
+        """Take a scoring slot if one is free, without waiting."""
+        return self._slots.acquire(blocking=False)
 
     def call(self, fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
         """Call ``fn(**kwargs)`` under the deadline; raises :class:`UserScriptTimeout` or fn's exception.
@@ -246,6 +300,8 @@ class ScoringRunner:
             entry.returned = True
             raise AnsweredTimeout(self.timeout_ms)
         entry.returned = True
+        # The entry stays in the watchdog's heap until it is purged; it must not keep the request alive there.
+        entry.answer_timeout = _nothing
         if error is not None:
             raise error
         return result

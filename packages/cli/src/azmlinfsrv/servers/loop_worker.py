@@ -69,6 +69,7 @@ LINGER = 2.0  # after answering a request whose body was not read, how long to d
 STOP_IDLE_GRACE = 1.0  # when the worker stops, how long an idle keep-alive connection stays open
 BUSY_ACCEPT_DELAY = 0.005  # with several workers, how long a worker with no free slot leaves accepts to others
 SWEEP_EVERY = 0.5
+ACCEPT_BATCH = 64
 READ_SIZE = 262144
 
 _KEEP, _CLOSE, _LINGER = range(3)  # what happens to a connection after its response
@@ -341,6 +342,7 @@ class EventLoopWorker(Worker):  # type: ignore[misc]
             self.selector.register(listener.sock, selectors.EVENT_READ, listener)
         self._listening = _ON
         self._accept_resume = 0.0
+        self._poll_soon = False
         self.conns: set[_Connection] = set()
         self.ready: collections.deque[_Job] = collections.deque()
         self.pending: collections.deque[_Job] = collections.deque()  # scoring jobs waiting for a slot
@@ -483,19 +485,25 @@ class EventLoopWorker(Worker):  # type: ignore[misc]
         while True:
             if self.returned:
                 self._take_back()
-            job = self._pick()
-            if job is not None:
-                with self.count_lock:
-                    self.inflight += 1
-                return job
-            if self._exiting or (spare and self.busy_primaries < self.primaries):
-                return None
             now = time.monotonic()
-            if self.stopping and self._listening != _CLOSED:
-                self._close_listeners()
-            timeout = 0.05 if spare or self.stopping else max(0.0, min(1.0, self._next_sweep - now))
-            if self._accept_resume and self._listening == _PAUSED:
-                timeout = min(timeout, max(0.0, self._accept_resume - now))
+            if self._poll_soon:
+                # More connections may wait in the backlog (several workers accept one per poll): poll before
+                # the next job rather than after the queue of ready jobs is done.
+                self._poll_soon = False
+                timeout = 0.0
+            else:
+                job = self._pick()
+                if job is not None:
+                    with self.count_lock:
+                        self.inflight += 1
+                    return job
+                if self._exiting or (spare and self.busy_primaries < self.primaries):
+                    return None
+                if self.stopping and self._listening != _CLOSED:
+                    self._close_listeners()
+                timeout = 0.05 if spare or self.stopping else max(0.0, min(1.0, self._next_sweep - now))
+                if self._accept_resume and self._listening == _PAUSED:
+                    timeout = min(timeout, max(0.0, self._accept_resume - now))
             try:
                 events = selector.select(timeout)
             except InterruptedError:
@@ -540,28 +548,33 @@ class EventLoopWorker(Worker):  # type: ignore[misc]
         return None
 
     def _accept(self, listener: _Listener, now: float) -> None:
-        if len(self.conns) >= self.max_connections:
-            self._pause_accepting(0.0)
-            return
         if self.several_workers and not self.runner.has_free_slot():
             # Every slot here is busy: leave this connection to an idle worker if there is one.
             self._pause_accepting(now + BUSY_ACCEPT_DELAY)
             return
-        try:
-            sock, peer = listener.sock.accept()
-        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-            return
-        except OSError as exc:  # out of file descriptors, most likely
-            self.log.warning("accept() failed: %s", exc)
-            self._pause_accepting(now + 0.1)
-            return
-        sock.settimeout(SEND_TIMEOUT)  # non-blocking underneath; sendall() in jobs waits at most this long
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn = _Connection(sock, peer, listener, now + HEAD_TIMEOUT)
-        self.conns.add(conn)
-        self.selector.register(sock, selectors.EVENT_READ, conn)
-        conn.registered = True
+        # One worker takes every waiting connection at once: the loop does not poll while it has requests to
+        # run, so taking one per poll would leave connections waiting in the backlog for as many rounds. With
+        # several workers, one per poll, so that connections spread over the workers.
+        for _ in range(1 if self.several_workers else ACCEPT_BATCH):
+            if len(self.conns) >= self.max_connections:
+                self._pause_accepting(0.0)
+                return
+            try:
+                sock, peer = listener.sock.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return
+            except OSError as exc:  # out of file descriptors, most likely
+                self.log.warning("accept() failed: %s", exc)
+                self._pause_accepting(now + 0.1)
+                return
+            sock.settimeout(SEND_TIMEOUT)  # non-blocking underneath; sendall() in jobs waits at most this long
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = _Connection(sock, peer, listener, now + HEAD_TIMEOUT)
+            self.conns.add(conn)
+            self.selector.register(sock, selectors.EVENT_READ, conn)
+            conn.registered = True
+        self._poll_soon = self.several_workers
 
     def _pause_accepting(self, until: float) -> None:
         if self._listening == _ON:

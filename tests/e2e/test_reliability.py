@@ -58,6 +58,60 @@ def test_liveness_while_run_is_busy(launch: Launcher, server_model: str) -> None
         assert busy.result().status_code == 200
 
 
+def _trickle(port: int, stop: float, sent: list[int]) -> None:
+    """A slowloris client: a request head sent one byte at a time, never completed before ``stop``."""
+    head = b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + b"X-Pad: " + b"a" * 200
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        for byte in head:
+            if time.monotonic() >= stop:
+                return
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:
+                return  # the server gave up on us: fine, as long as it kept serving the others
+            sent[0] += 1
+            time.sleep(0.25)
+
+
+def test_slow_clients_do_not_starve_probes_or_scoring(launch: Launcher, server_model: str) -> None:
+    """R5: more trickling clients than threads and workers; probes answer within 1 s and every request succeeds."""
+    server = launch("--entry_script", "sleep_score.py", model=server_model)
+    port = int(server.url.rsplit(":", 1)[1])
+    clients = 24
+    stop = time.monotonic() + 5.0
+    sent = [0]
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        attackers = [pool.submit(_trickle, port, stop, sent) for _ in range(clients)]
+        time.sleep(1.0)  # every slow connection is open and has sent a few bytes
+        worst = 0.0
+        session = requests.Session()
+        for _ in range(10):
+            for method, path in (("get", "/"), ("get", "/health/live"), ("post", "/score")):
+                started = time.monotonic()
+                response = session.request(method, server.url + path, data="0", timeout=5)
+                worst = max(worst, time.monotonic() - started)
+                assert response.status_code == 200, (path, response.text)
+        assert worst < 1.0, worst
+        assert time.monotonic() < stop  # the probes ran while the attack was on
+        for attacker in attackers:
+            attacker.result()
+    assert sent[0] > clients * 10  # the slow clients really were trickling
+
+
+def test_concurrent_requests_spread_over_idle_workers(launch: Launcher, server_model: str) -> None:
+    """With one run() slot per worker, concurrent requests on new connections run on different workers, so they
+    take as long as one request, not as two in a row."""
+    server = launch("--entry_script", "sleep_score.py", "--worker_count", "2", model=server_model)
+    requests.post(server.url + "/score", data="0", timeout=5)  # both workers are up and imported
+    for _ in range(3):
+        started = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            answers = list(pool.map(lambda _: requests.post(server.url + "/score", data="1", timeout=10), range(2)))
+        elapsed = time.monotonic() - started
+        assert [a.status_code for a in answers] == [200, 200]
+        assert elapsed < 1.8, elapsed
+
+
 def test_readiness_during_slow_init(launch: Launcher) -> None:
     server = launch("--entry_script", "slow_init.py", env={"INIT_SECONDS": "4"}, wait=False)
     server.wait_healthy(path="/health/live", timeout=20)

@@ -85,6 +85,9 @@ def _refuse_ambiguous_framing(parser_class: Any) -> None:
         return
 
     def parse_header(self: Any, header_plus: bytes) -> None:
+        if b"\r\n " in header_plus or b"\r\n\t" in header_plus:
+            # waitress unfolds obsolete line folding; a proxy in front may not, and the gunicorn worker refuses it.
+            raise ParsingError("Obsolete line folding in a header field")
         original(self, header_plus)
         if (self.chunked and "CONTENT_LENGTH" in self.headers) or (
             self.version == "1.0" and "TRANSFER_ENCODING" in self.headers

@@ -1,0 +1,137 @@
+"""HTTP/1.1 on the wire, in every worker model: keep-alive, pipelining, 100-continue, chunked bodies, bad heads."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import pytest
+from conftest import Launcher
+from conftest import Server
+
+pytestmark = pytest.mark.e2e
+
+
+def _connect(server: Server) -> socket.socket:
+    port = int(server.url.rsplit(":", 1)[1])
+    return socket.create_connection(("127.0.0.1", port), timeout=5)
+
+
+def _read_response(sock: socket.socket, buffer: bytearray) -> tuple[int, dict[str, str], bytes]:
+    """One response from ``sock``; bytes after it stay in ``buffer``."""
+    while b"\r\n\r\n" not in buffer:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed before a complete head: {bytes(buffer)!r}")
+        buffer += chunk
+    head, _, _ = bytes(buffer).partition(b"\r\n\r\n")
+    del buffer[: len(head) + 4]
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    if status < 200:
+        return status, headers, b""
+    if headers.get("transfer-encoding") == "chunked":
+        body = bytearray()
+        while True:
+            while b"\r\n" not in buffer:
+                buffer += sock.recv(65536)
+            size_line, _, _ = bytes(buffer).partition(b"\r\n")
+            size = int(size_line, 16)
+            while len(buffer) < len(size_line) + 2 + size + 2:
+                buffer += sock.recv(65536)
+            body += buffer[len(size_line) + 2 : len(size_line) + 2 + size]
+            del buffer[: len(size_line) + 2 + size + 2]
+            if size == 0:
+                return status, headers, bytes(body)
+    length = int(headers.get("content-length", "0"))
+    while len(buffer) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        buffer += chunk
+    body = bytes(buffer[:length])
+    del buffer[:length]
+    return status, headers, body
+
+
+def _post(body: bytes, extra: str = "") -> bytes:
+    return (
+        f"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        f"{extra}\r\n"
+    ).encode("latin-1") + body
+
+
+def test_keep_alive_and_pipelined_requests_answer_in_order(launch: Launcher, server_model: str) -> None:
+    server = launch("--entry_script", "sleep_score.py", model=server_model)
+    with _connect(server) as sock:
+        buffer = bytearray()
+        sock.sendall(_post(b"0"))
+        status, headers, body = _read_response(sock, buffer)
+        assert status == 200 and json.loads(body) == {"slept": 0.0, "pid": json.loads(body)["pid"]}
+        assert headers.get("connection", "keep-alive").lower() != "close"
+        # Three requests in one packet: three responses, in order, on the same connection.
+        sock.sendall(_post(b"0.01") + _post(b"0.02") + _post(b"0.03"))
+        slept = [json.loads(_read_response(sock, buffer)[2])["slept"] for _ in range(3)]
+        assert slept == [0.01, 0.02, 0.03]
+
+
+def test_expect_100_continue(launch: Launcher, server_model: str) -> None:
+    server = launch("--entry_script", "sleep_score.py", model=server_model)
+    with _connect(server) as sock:
+        buffer = bytearray()
+        sock.sendall(_post(b"", "Expect: 100-continue\r\n").replace(b"Content-Length: 0", b"Content-Length: 1"))
+        status, _, _ = _read_response(sock, buffer)
+        assert status == 100
+        sock.sendall(b"0")
+        status, _, body = _read_response(sock, buffer)
+        assert status == 200, body
+
+
+def test_chunked_request_body(launch: Launcher, server_model: str) -> None:
+    server = launch("--entry_script", "sleep_score.py", model=server_model)
+    with _connect(server) as sock:
+        buffer = bytearray()
+        sock.sendall(
+            b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        for piece in (b"1\r\n0\r\n", b"2\r\n.0\r\n", b"0\r\n\r\n"):
+            time.sleep(0.05)
+            sock.sendall(piece)
+        status, _, body = _read_response(sock, buffer)
+        assert status == 200, body
+        assert json.loads(body)["slept"] == 0.0
+
+
+def test_http10_closes_after_the_response(launch: Launcher, server_model: str) -> None:
+    server = launch("--entry_script", "sleep_score.py", model=server_model)
+    with _connect(server) as sock:
+        sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        buffer = bytearray()
+        status, _, body = _read_response(sock, buffer)
+        assert (status, body) == (200, b"Healthy")
+        assert sock.recv(10) == b""  # closed
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n0",
+        b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n folded\r\n\r\n",
+    ],
+)
+def test_malformed_heads_get_400_and_a_closed_connection(launch: Launcher, server_model: str, head: bytes) -> None:
+    server = launch("--entry_script", "sleep_score.py", model=server_model)
+    with _connect(server) as sock:
+        sock.sendall(head)
+        buffer = bytearray()
+        status, _, _ = _read_response(sock, buffer)
+        assert status == 400
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if not sock.recv(65536):
+                break
+        else:
+            pytest.fail("the connection stayed open after a 400")

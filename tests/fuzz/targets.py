@@ -22,6 +22,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from azmlinfsrv.servers.http11 import ChunkedDecoder
+from azmlinfsrv.servers.http11 import HttpError
+from azmlinfsrv.servers.http11 import Limits
+from azmlinfsrv.servers.http11 import parse_head
 from azureml_inference_server_http import constants as c
 from azureml_inference_server_http.config import ServerConfig
 from azureml_inference_server_http.config import format_config_error
@@ -35,10 +39,6 @@ from azureml_inference_server_http.server.cors import CorsPolicy
 from azureml_inference_server_http.server.inputs import InputError
 from azureml_inference_server_http.server.inputs import query_dict
 from azureml_inference_server_http.server.inputs import run_arguments
-from azmlinfsrv.servers.http11 import ChunkedDecoder
-from azmlinfsrv.servers.http11 import HttpError
-from azmlinfsrv.servers.http11 import Limits
-from azmlinfsrv.servers.http11 import parse_head
 from flask import Flask
 from flask import Request
 from werkzeug.datastructures import Headers

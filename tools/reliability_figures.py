@@ -110,6 +110,7 @@ ROWS = (
     Row("live_root_spin", "slowest of 5 `GET /` while `run()` spins 3 s"),
     Row("live_live_spin", "slowest of 5 `/health/live` while `run()` spins 3 s"),
     Row("body_limit", "a request declaring `Content-Length` 200 MB (raw socket): answer"),
+    Row("slowloris", "R5: 24 clients trickling request heads; slowest of 10 `GET /` and 10 `/score`"),
     Row("sigterm_done", "`SIGTERM` with 4 requests of 2 s in flight: answered 200"),
     Row("sigterm_slowest", "the slowest of those 4 answers (2 s if each had a run() slot of its own)"),
     Row("sigterm_exit", "then: exit code, time from `SIGTERM` to exit"),
@@ -421,6 +422,41 @@ def measure_liveness(srv: Server, out: dict[str, str]) -> None:
                 pass
 
 
+def _trickle(port: int, stop: float) -> None:
+    """A slowloris client: a request head one byte at a time, never finished before ``stop``."""
+    head = b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-Pad: " + b"a" * 200
+    try:
+        with socket.create_connection((HOST, port), timeout=5) as sock:
+            for byte in head:
+                if time.monotonic() >= stop:
+                    return
+                sock.sendall(bytes([byte]))
+                time.sleep(0.25)
+    except OSError:
+        pass  # refused or cut by the server: what counts is whether the others were served
+
+
+def measure_slowloris(srv: Server, out: dict[str, str]) -> None:
+    clients = 24
+    stop = time.monotonic() + 8.0
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        for _ in range(clients):
+            pool.submit(_trickle, srv.port, stop)
+        time.sleep(1.0)
+        slowest = 0.0
+        failed = 0
+        for _ in range(10):
+            for call in (lambda: get(srv.port, "/", timeout=5.0), lambda: score(srv.port, "echo", timeout=5.0)):
+                started = time.monotonic()
+                try:
+                    if call().status != 200:
+                        failed += 1
+                except (OSError, http.client.HTTPException):
+                    failed += 1
+                slowest = max(slowest, time.monotonic() - started)
+        out["slowloris"] = ms(slowest) + (f" ({failed} of 20 failed)" if failed else "")
+
+
 def measure_body_limit(srv: Server, out: dict[str, str]) -> None:
     declared = 200 * 1024 * 1024
     bound = 5.0
@@ -673,6 +709,7 @@ def measure_column(column: Column, mode: Mode, log_dir: Path) -> dict[str, str]:
             measure_liveness(srv, out)
             measure_load(srv, mode, out)
             measure_body_limit(srv, out)
+            measure_slowloris(srv, out)
             measure_crash(srv, out)
     measure_timeouts(column, log_dir, out)
     measure_sigterm(column, log_dir, out)

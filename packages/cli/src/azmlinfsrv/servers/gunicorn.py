@@ -25,6 +25,7 @@ from gunicorn.arbiter import Arbiter
 from ..launch import LaunchSettings
 from ..worker_codes import BOOT_FAILURE_EXIT_CODE
 from ..worker_codes import UPSTREAM_BOOT_FAILURE_EXIT_CODE
+from .loop_worker import LoadBoard
 
 logger = logging.getLogger("azmlinfsrv")
 
@@ -50,8 +51,28 @@ def _logging_config(access_log: bool) -> dict[str, Any]:
     return config
 
 
+_load_board: LoadBoard | None = None
+
+
+def _pre_fork(server: Any, worker: Any) -> None:
+    """In the master: give the worker about to be forked a slot on the shared load board (several workers only)."""
+    global _load_board
+    workers = int(server.cfg.workers)
+    if workers < 2:
+        return
+    if _load_board is None:
+        _load_board = LoadBoard(2 * workers + 4)  # room for old and new workers side by side during a reload
+    slot = _load_board.claim(worker.age)
+    if slot is not None:
+        worker.load_board = _load_board
+        worker.load_slot = slot
+
+
 def _child_exit(server: Any, worker: Any) -> None:
-    """Live gauges (in-flight requests) of a dead worker must stop counting (prometheus-client multiprocess)."""
+    """A dead worker's slot on the load board is freed, and its live gauges (in-flight requests) must stop counting
+    (prometheus-client multiprocess)."""
+    if _load_board is not None:
+        _load_board.release(worker.age)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 
@@ -95,6 +116,7 @@ class AzmlinfsrvGunicorn(BaseApplication):  # type: ignore[misc]
             "max_requests": s.max_requests,
             "max_requests_jitter": s.max_requests // 10 if s.max_requests else 0,
             "child_exit": _child_exit,
+            "pre_fork": _pre_fork,
         }
         if "control_socket_disable" in self.cfg.settings:
             # gunicorn 24+ opens a control socket in the home directory; several servers would fight over it.

@@ -32,6 +32,7 @@ from __future__ import annotations
 import collections
 import datetime
 import io
+import mmap
 import os
 import select
 import selectors
@@ -40,13 +41,9 @@ import sys
 import threading
 import time
 from email.utils import formatdate
+from typing import TYPE_CHECKING
 from typing import Any
 
-from azureml_inference_server_http.server.app import CLOSE_CONNECTION_KEY
-from azureml_inference_server_http.server.app import STATE_KEY
-from azureml_inference_server_http.server.scoring import SLOT_LEASE_KEY
-from azureml_inference_server_http.server.scoring import SlotLease
-from azureml_inference_server_http.server.state import ServerState
 from gunicorn.workers.base import Worker
 
 from .http11 import ChunkedDecoder
@@ -54,6 +51,17 @@ from .http11 import Head
 from .http11 import HttpError
 from .http11 import Limits
 from .http11 import parse_head
+
+if TYPE_CHECKING:
+    from azureml_inference_server_http.server.scoring import SlotLease
+    from azureml_inference_server_http.server.state import ServerState
+
+# Keys of the core app's environ hooks, repeated here: the gunicorn master imports this module to find the worker
+# class, and importing the core's server package would load Flask into the master (and so into every worker twice
+# over, once shared and once touched). A test checks they match the core's.
+CLOSE_CONNECTION_KEY = "azmlinfsrv.close_connection"
+STATE_KEY = "azmlinfsrv.state"
+SLOT_LEASE_KEY = "azmlinfsrv.slot_lease"
 
 SCORE_PATH = "/score"
 # Routes that answer only once init() has completed; their requests wait in the loop meanwhile.
@@ -67,7 +75,8 @@ BODY_IDLE_TIMEOUT = 30.0  # a request body must make progress at least this ofte
 SEND_TIMEOUT = 30.0  # a client must take response bytes at least this often
 LINGER = 2.0  # after answering a request whose body was not read, how long to drain it before closing
 STOP_IDLE_GRACE = 1.0  # when the worker stops, how long an idle keep-alive connection stays open
-BUSY_ACCEPT_DELAY = 0.005  # with several workers, how long a worker with no free slot leaves accepts to others
+BUSY_ACCEPT_DELAY = 0.002  # with several workers, how long a busy or crowded worker leaves accepts to others
+MAX_ACCEPT_DEFERRAL = 0.02  # after this long, a waiting connection is accepted whatever the other workers do
 SWEEP_EVERY = 0.5
 ACCEPT_BATCH = 64
 READ_SIZE = 262144
@@ -281,6 +290,54 @@ class _AccessRecord:
         self.headers_in = [(k[5:].replace("_", "-"), v) for k, v in environ.items() if k.startswith("HTTP_")]
 
 
+class LoadBoard:
+    """How many connections each worker holds, in memory shared by the master and every worker it forks.
+
+    With several workers, a worker that holds more connections than another lets that one accept the next
+    connection (least connections). Without it, the worker that wakes first takes a whole burst of new connections,
+    and since keep-alive connections stay with their worker, one worker served everything while the other idled.
+    The master gives each worker a free slot before forking it and frees the slot when the worker exits.
+    """
+
+    EMPTY = -1
+
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+        self._memory = mmap.mmap(-1, 4 * slots)
+        self._counts = memoryview(self._memory).cast("i")
+        for index in range(slots):
+            self._counts[index] = self.EMPTY
+        self._owner: dict[int, int] = {}  # master only: worker age -> slot
+
+    def claim(self, age: int) -> int | None:
+        """In the master, before forking worker ``age``: a free slot, marked in use (None when all are taken)."""
+        used = set(self._owner.values())
+        slot = next((index for index in range(self.slots) if index not in used), None)
+        if slot is None:
+            return None
+        self._owner[age] = slot
+        self._counts[slot] = 0
+        return slot
+
+    def release(self, age: int) -> None:
+        slot = self._owner.pop(age, None)
+        if slot is not None:
+            self._counts[slot] = self.EMPTY
+
+    def set(self, slot: int, connections: int) -> None:
+        self._counts[slot] = connections
+
+    def least_other(self, slot: int) -> int | None:
+        """The fewest connections any other live worker holds (None when there is no other)."""
+        counts = self._counts
+        least: int | None = None
+        for index in range(self.slots):
+            value = counts[index]
+            if index != slot and value != self.EMPTY and (least is None or value < least):
+                least = value
+        return least
+
+
 class EventLoopWorker(Worker):  # type: ignore[misc]
     """See the module docstring. ``cfg.threads`` is ``WORKER_THREADS``."""
 
@@ -294,10 +351,15 @@ class EventLoopWorker(Worker):  # type: ignore[misc]
         self.several_workers = int(cfg.workers) > 1
         self.stopping = False
         self._exiting = False
+        # Set by the master before it forks this worker (see LoadBoard); absent with a single worker.
+        self.load_board: LoadBoard | None = None
+        self.load_slot = 0
 
     # -- set-up --------------------------------------------------------------------------------------------
 
     def load_wsgi(self) -> None:
+        from azureml_inference_server_http.server.state import ServerState
+
         super().load_wsgi()
         state = getattr(self.wsgi, "extensions", {}).get(STATE_KEY)
         if not isinstance(state, ServerState):
@@ -322,8 +384,11 @@ class EventLoopWorker(Worker):  # type: ignore[misc]
         super().notify()
 
     def run(self) -> None:
+        from azureml_inference_server_http.server.scoring import SlotLease
+
         state = self._app_state
         assert state is not None  # load_wsgi() ran
+        self._lease_class: type[SlotLease] = SlotLease
         self.runner = state.runner
         self.body_limit: int | None = state.config.max_request_body_bytes
         self._settled_event = state.settled
@@ -343,6 +408,7 @@ class EventLoopWorker(Worker):  # type: ignore[misc]
         self._listening = _ON
         self._accept_resume = 0.0
         self._poll_soon = False
+        self._deferred_since = 0.0
         self.conns: set[_Connection] = set()
         self.ready: collections.deque[_Job] = collections.deque()
         self.pending: collections.deque[_Job] = collections.deque()  # scoring jobs waiting for a slot
@@ -548,9 +614,7 @@ class EventLoopWorker(Worker):  # type: ignore[misc]
         return None
 
     def _accept(self, listener: _Listener, now: float) -> None:
-        if self.several_workers and not self.runner.has_free_slot():
-            # Every slot here is busy: leave this connection to an idle worker if there is one.
-            self._pause_accepting(now + BUSY_ACCEPT_DELAY)
+        if self.several_workers and self._leave_to_others(now):
             return
         # One worker takes every waiting connection at once: the loop does not poll while it has requests to
         # run, so taking one per poll would leave connections waiting in the backlog for as many rounds. With
@@ -574,7 +638,28 @@ class EventLoopWorker(Worker):  # type: ignore[misc]
             self.conns.add(conn)
             self.selector.register(sock, selectors.EVENT_READ, conn)
             conn.registered = True
+            if self.load_board is not None:
+                self.load_board.set(self.load_slot, len(self.conns))
         self._poll_soon = self.several_workers
+
+    def _leave_to_others(self, now: float) -> bool:
+        """Whether to leave the waiting connection to another worker for a moment: this one has no free slot, or
+        holds more connections than another. Never for long: if nobody takes it, this worker does."""
+        board = self.load_board
+        crowded = False
+        if board is not None:
+            least = board.least_other(self.load_slot)
+            crowded = least is not None and len(self.conns) > least
+        if not crowded and self.runner.has_free_slot():
+            self._deferred_since = 0.0
+            return False
+        if not self._deferred_since:
+            self._deferred_since = now
+        elif now - self._deferred_since > MAX_ACCEPT_DEFERRAL:
+            self._deferred_since = 0.0
+            return False
+        self._pause_accepting(now + BUSY_ACCEPT_DELAY)
+        return True
 
     def _pause_accepting(self, until: float) -> None:
         if self._listening == _ON:
@@ -757,6 +842,8 @@ class EventLoopWorker(Worker):  # type: ignore[misc]
             self.selector.unregister(conn.sock)
             conn.registered = False
         self.conns.discard(conn)
+        if self.load_board is not None:
+            self.load_board.set(self.load_slot, len(self.conns))
         try:
             conn.sock.close()
         except OSError:
@@ -797,7 +884,7 @@ class EventLoopWorker(Worker):  # type: ignore[misc]
         environ = job.environ
         lease = None
         if job.scoring:
-            lease = SlotLease(self.runner)
+            lease = self._lease_class(self.runner)
             environ[SLOT_LEASE_KEY] = lease
         started = time.monotonic() if self._access else 0.0
         try:

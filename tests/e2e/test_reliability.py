@@ -102,7 +102,15 @@ def test_concurrent_requests_spread_over_idle_workers(launch: Launcher, server_m
     """With one run() slot per worker, concurrent requests on new connections run on different workers, so they
     take as long as one request, not as two in a row."""
     server = launch("--entry_script", "sleep_score.py", "--worker_count", "2", model=server_model)
-    requests.post(server.url + "/score", data="0", timeout=5)  # both workers are up and imported
+    if server_model != "waitress":  # waitress is one process with two slots
+        # Both workers booted: a worker still importing the app cannot take a connection.
+        pids: set[int] = set()
+        deadline = time.monotonic() + 20
+        while len(pids) < 2 and time.monotonic() < deadline:
+            with concurrent.futures.ThreadPoolExecutor(2) as pool:
+                answers = pool.map(lambda _: requests.post(server.url + "/score", data="0.2", timeout=10), range(2))
+                pids.update(answer.json()["pid"] for answer in answers)
+        assert len(pids) == 2, pids
     for _ in range(3):
         started = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(2) as pool:

@@ -6,12 +6,20 @@ this package loads nothing of the front-ends (gunicorn, waitress, typer) nor of 
 
 from __future__ import annotations
 
-from importlib import metadata
+from typing import Any
 
-try:
-    __version__ = metadata.version("azureml-inference-server-http-core")
-except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0"
+
+def __getattr__(name: str) -> Any:
+    # ``__version__`` is looked up on first use: importlib.metadata costs ~15 ms of start-up in every process
+    # (launcher, gunicorn master, each worker), and nothing on the serving path needs the version.
+    if name == "__version__":
+        from importlib import metadata
+
+        try:
+            return metadata.version("azureml-inference-server-http-core")
+        except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
+            return "0.0.0"
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # compat: upstream 1.5.1 advertises remote-debugging support through this attribute.
 _HAS_DEBUGPY_SUPPORT = True

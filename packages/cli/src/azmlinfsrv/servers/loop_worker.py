@@ -80,6 +80,7 @@ MAX_ACCEPT_DEFERRAL = 0.02  # after this long, a waiting connection is accepted 
 SWEEP_EVERY = 0.5
 ACCEPT_BATCH = 64
 READ_SIZE = 262144
+BIG_BUFFER = 65536
 
 _KEEP, _CLOSE, _LINGER = range(3)  # what happens to a connection after its response
 _ON, _PAUSED, _CLOSED = range(3)  # the listening sockets
@@ -244,16 +245,44 @@ class _Job:
                 data = b""
         out = out + data if out else data
         if out:
-            self.conn.sock.sendall(out)
+            _send_all(self.conn.sock, out)
             self.sent += len(out)
 
     def finish(self) -> None:
         if not self.head_sent:
             self.write(b"")
         if self.body_mode == self._CHUNKED:
-            self.conn.sock.sendall(b"0\r\n\r\n")
+            _send_all(self.conn.sock, b"0\r\n\r\n")
         elif self.body_mode == self._LENGTH and self.body_left:
             self.must_close = True  # the app sent less than it declared: the connection cannot be reused
+
+
+def _send_all(sock: socket.socket, data: bytes) -> None:
+    """sendall() for a non-blocking socket, waiting at most SEND_TIMEOUT for the client to take each part.
+
+    (A socket with a timeout would do this itself, but CPython then polls before every send: one more system call
+    per response, when the first send almost always takes everything.)
+    """
+    try:
+        sent = sock.send(data)
+    except BlockingIOError:
+        sent = 0
+    if sent == len(data):
+        return
+    view = memoryview(data)[sent:]
+    poller = select.poll()
+    poller.register(sock, select.POLLOUT)
+    deadline = time.monotonic() + SEND_TIMEOUT
+    while view:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the client did not take the response")
+        if not poller.poll(remaining * 1000.0):
+            continue
+        try:
+            view = view[sock.send(view) :]
+        except BlockingIOError:
+            pass
 
 
 _date = [0, ""]
@@ -631,7 +660,7 @@ class EventLoopWorker(Worker):  # type: ignore[misc]
                 self.log.warning("accept() failed: %s", exc)
                 self._pause_accepting(now + 0.1)
                 return
-            sock.settimeout(SEND_TIMEOUT)  # non-blocking underneath; sendall() in jobs waits at most this long
+            sock.setblocking(False)
             if sock.family in (socket.AF_INET, socket.AF_INET6):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = _Connection(sock, peer, listener, now + HEAD_TIMEOUT)
@@ -762,7 +791,10 @@ class EventLoopWorker(Worker):  # type: ignore[misc]
             except HttpError as exc:
                 self._reject(conn, exc)
                 return True
-            del buf[: conn.pos]
+            if len(buf) > BIG_BUFFER:
+                conn.buf = buf = bytearray(buf[conn.pos :])
+            else:
+                del buf[: conn.pos]
             conn.pos = 0
             if chunks.over_limit:
                 del buf[:]
@@ -775,8 +807,16 @@ class EventLoopWorker(Worker):  # type: ignore[misc]
         end = conn.pos + head.content_length
         if len(buf) < end:
             return False
-        body = bytes(buf[conn.pos : end]) if head.content_length else b""
-        del buf[:end]
+        if head.content_length:
+            with memoryview(buf) as view:  # one copy of the body, not two (a slice, then bytes of it)
+                body = view[conn.pos : end].tobytes()
+        else:
+            body = b""
+        if len(buf) > BIG_BUFFER:
+            # A keep-alive connection would keep a large body's allocation for as long as it stays open.
+            conn.buf = bytearray(buf[end:])
+        else:
+            del buf[:end]
         self._dispatch(conn, head, body, unread_body=False)
         return True
 
@@ -909,7 +949,7 @@ class EventLoopWorker(Worker):  # type: ignore[misc]
             job.must_close = True
             if not job.head_sent:
                 try:
-                    job.conn.sock.sendall(_error_response(500, "An unexpected internal error occurred."))
+                    _send_all(job.conn.sock, _error_response(500, "An unexpected internal error occurred."))
                 except OSError:
                     pass
         if self._access:

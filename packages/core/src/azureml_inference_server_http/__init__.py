@@ -21,5 +21,6 @@ def __getattr__(name: str) -> Any:
             return "0.0.0"
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 # compat: upstream 1.5.1 advertises remote-debugging support through this attribute.
 _HAS_DEBUGPY_SUPPORT = True

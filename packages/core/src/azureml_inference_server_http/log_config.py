@@ -24,6 +24,18 @@ class AMLLogFormatter(logging.Formatter):
 
     def __init__(self, fmt: str | None = LOG_FORMAT, datefmt: str | None = None, style: Any = "%") -> None:
         super().__init__(fmt=fmt, datefmt=datefmt, style=style)
+        self._second = -1
+        self._second_text = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 (logging's name)
+        if datefmt:
+            return super().formatTime(record, datefmt)
+        # One log line per request: format the date and time once per second, not once per line.
+        second = int(record.created)
+        if second != self._second:
+            self._second_text = time.strftime(self.default_time_format, self.converter(second))
+            self._second = second
+        return self.default_msec_format % (self._second_text, record.msecs)
 
 
 class RootAccessFilter(logging.Filter):

@@ -27,3 +27,19 @@ def test_real_server_swagger_lists_decorated_input(azmlinfsrv_server: ServerFact
     document = server.swagger(version="3").json()
     assert document["openapi"] == "3.0.3"
     assert document["components"]["schemas"]["ServiceInput"]["properties"]["data"]["format"] == "numpy.ndarray"
+
+
+def test_real_server_openapi_describes_what_it_serves(azmlinfsrv_server: ServerFactory) -> None:
+    server = azmlinfsrv_server(RESOURCES / "swagger_score.py")
+    response = server.request("GET", "/openapi.json")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "application/json"
+    document = response.json()
+    assert document["openapi"] == "3.1.0"
+    assert document["components"]["schemas"]["ServiceInput"]["required"] == ["data"]
+    assert set(document["paths"]["/score"]) == {"get", "post", "options"}
+    assert "/openapi.json" in document["paths"]
+    # /swagger.json is still upstream's document: POST only on /score, no "required".
+    swagger = server.swagger(version="3").json()
+    assert list(swagger["paths"]["/score"]) == ["post"]
+    assert "required" not in swagger["components"]["schemas"]["ServiceInput"]

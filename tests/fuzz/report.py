@@ -64,10 +64,11 @@ def render(data: dict[str, Any]) -> str:
             f"{sum(r['crashes'] for r in parsers)} crashes",
         ],
         [
-            "schemathesis over /swagger.json (R17)",
+            "schemathesis over /openapi.json (every check) and /swagger.json (R17)",
             f"{sum(r['cases'] for r in schema):,} cases, {sum(r['requests'] for r in schema):,} requests",
             f"{sum(r['server_errors'] for r in schema)} server errors, "
             f"{sum(r['user_errors'] for r in schema)} user-script 5xx, "
+            f"{sum(r.get('refused_values', 0) for r in schema)} refused values (500, compat), "
             f"{sum(r['conformance_failures'] for r in schema)} schema-conformance failures, "
             f"{sum(r['other_failures'] for r in schema)} other check failures",
         ],
@@ -126,6 +127,8 @@ def render(data: dict[str, Any]) -> str:
                 "Requests",
                 "5xx (server)",
                 "5xx (user script)",
+                "500 for refused values",
+                "Excluded checks",
                 "Conformance failures",
                 "Other failures",
                 "Failing checks",
@@ -139,6 +142,8 @@ def render(data: dict[str, Any]) -> str:
                     f"{r['requests']:,}",
                     r["server_errors"],
                     r["user_errors"],
+                    r.get("refused_values", 0),
+                    ", ".join(r.get("excluded_checks", [])) or "-",
                     r["conformance_failures"],
                     r["other_failures"],
                     ", ".join(r["failing_checks"]) or "-",

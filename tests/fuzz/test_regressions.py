@@ -48,6 +48,24 @@ def _document(app: Flask, version: str) -> dict[str, Any]:
     return document
 
 
+def _openapi(app: Flask) -> dict[str, Any]:
+    response = app.test_client().get("/openapi.json")
+    assert response.status_code == 200
+    assert response.mimetype == "application/json"
+    document: dict[str, Any] = json.loads(response.get_data())
+    return document
+
+
+def _resolve(document: dict[str, Any], schema: Any) -> Any:
+    """Follow ``$ref`` (local references only) until a schema that is not a reference."""
+    while isinstance(schema, dict) and "$ref" in schema:
+        node: Any = document
+        for key in schema["$ref"].removeprefix("#/").split("/"):
+            node = node[key]
+        schema = node
+    return schema
+
+
 # --- found by the parser fuzzers ---------------------------------------------------------------------
 
 
@@ -97,86 +115,110 @@ def test_decorated_schema_violating_value_is_a_user_script_error(decorated_app: 
     assert client.post("/score", json={"data": [[1.0, 2.0, 3.0]], "label": "a"}).status_code == 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="compat: the document is upstream 1.5.1's, kept as is (BEHAVIOR.md §8); see docs/reliability-fuzz.md",
-)
-def test_swagger_health_declares_the_content_type_it_returns(undecorated_app: Flask) -> None:
-    """schemathesis (content_type_conformance): ``GET /`` answers ``text/html; charset=utf-8`` but Swagger 2
-    declares ``application/json`` (top-level ``produces``) and OpenAPI 3 declares ``text/plain``."""
-    actual = undecorated_app.test_client().get("/").headers["Content-Type"].split(";")[0]
-    v2 = _document(undecorated_app, "2")
-    produces = v2["paths"]["/"]["get"].get("produces", v2["produces"])
-    v3 = _document(undecorated_app, "3")
-    assert actual in produces
-    assert actual in v3["paths"]["/"]["get"]["responses"]["200"]["content"]
+# Findings 9 to 14 are inaccuracies of upstream's /swagger.json, kept byte for byte (compat, BEHAVIOR.md §8). Each
+# test below checks the point against /openapi.json, our exact document, and the server's actual answer;
+# test_swagger_is_still_upstreams_document checks that /swagger.json still has all of them.
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="compat: the document is upstream 1.5.1's, kept as is (BEHAVIOR.md §8); see docs/reliability-fuzz.md",
-)
-def test_swagger_document_operation_declares_a_json_object(undecorated_app: Flask) -> None:
-    """schemathesis (response_schema_conformance, content_type_conformance): ``GET /swagger.json`` answers an
-    ``application/json`` object, but the document declares its 200 response as ``{"type": "string"}`` (and, in
-    OpenAPI 3, as ``text/plain``)."""
-    v2 = _document(undecorated_app, "2")
-    assert v2["paths"]["/swagger.json"]["get"]["responses"]["200"]["schema"].get("type") == "object"
-    v3 = _document(undecorated_app, "3")
-    assert "application/json" in v3["paths"]["/swagger.json"]["get"]["responses"]["200"]["content"]
+def test_openapi_health_declares_the_content_type_it_returns(undecorated_app: Flask) -> None:
+    """Finding 9, schemathesis (content_type_conformance): ``GET /`` answers ``text/html; charset=utf-8``."""
+    response = undecorated_app.test_client().get("/")
+    assert response.status_code == 200 and response.get_data() == b"Healthy"
+    ok = _openapi(undecorated_app)["paths"]["/"]["get"]["responses"]["200"]
+    assert list(ok["content"]) == [response.mimetype]
+    assert ok["content"][response.mimetype]["schema"]["const"] == "Healthy"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="compat: the document is upstream 1.5.1's, kept as is (BEHAVIOR.md §8); see docs/reliability-fuzz.md",
-)
-def test_swagger_documents_get_on_score(undecorated_app: Flask) -> None:
-    """schemathesis (unsupported_method): ``GET /score`` is served (query parameters become run()'s input) but
-    the document lists only ``post``; a client or gateway built from it expects 405."""
+@pytest.mark.parametrize("path", ["/swagger.json", "/openapi.json"])
+def test_openapi_document_operations_declare_a_json_object(undecorated_app: Flask, path: str) -> None:
+    """Finding 10, schemathesis (response_schema_conformance, content_type_conformance): ``GET /swagger.json``
+    answers an ``application/json`` object (so does ``GET /openapi.json``)."""
+    response = undecorated_app.test_client().get(path)
+    assert response.status_code == 200
+    assert isinstance(json.loads(response.get_data()), dict)
+    ok = _openapi(undecorated_app)["paths"][path]["get"]["responses"]["200"]
+    assert list(ok["content"]) == [response.mimetype] == ["application/json"]
+    assert ok["content"]["application/json"]["schema"] == {"type": "object"}
+
+
+def test_openapi_documents_get_on_score(undecorated_app: Flask, decorated_app: Flask) -> None:
+    """Finding 11, schemathesis (unsupported_method): ``GET /score`` is served (the query becomes run()'s input);
+    for a decorated run() its parameters are run()'s, each value JSON."""
     assert undecorated_app.test_client().get("/score?a=1").status_code == 200
-    for version in ("2", "3"):
-        assert "get" in _document(undecorated_app, version)["paths"]["/score"]
+    assert "get" in _openapi(undecorated_app)["paths"]["/score"]
+    query = 'data=[[1.0,2.0,3.0]]&label="a"'
+    assert decorated_app.test_client().get(f"/score?{query}").status_code == 200
+    parameters = _openapi(decorated_app)["paths"]["/score"]["get"]["parameters"]
+    assert [(p["name"], p["in"], list(p["content"])) for p in parameters] == [
+        (name, "query", ["application/json"]) for name in ("data", "label", "scale")
+    ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="compat: the document is upstream 1.5.1's, kept as is (BEHAVIOR.md §8); see docs/reliability-fuzz.md",
-)
-def test_swagger_decorated_input_lists_required_parameters(decorated_app: Flask) -> None:
-    """schemathesis (positive_data_acceptance): ``{}`` is valid against ServiceInput, which has no ``required``,
-    yet is refused with 400 because ``data`` and ``label`` have no default."""
-    assert decorated_app.test_client().post("/score", json={}).status_code == 400
-    for version, pointer in (("2", ("definitions",)), ("3", ("components", "schemas"))):
-        document: Any = _document(decorated_app, version)
-        for key in pointer:
-            document = document[key]
-        assert sorted(document["ServiceInput"].get("required", [])) == ["data", "label"]
+def test_openapi_decorated_input_lists_required_parameters(decorated_app: Flask) -> None:
+    """Finding 12, schemathesis (positive_data_acceptance): ``{}`` is refused with 400 because ``data`` and ``label``
+    have no default; a row of the wrong length is refused (500, finding 8) because the sample has 3 columns."""
+    client = decorated_app.test_client()
+    assert client.post("/score", json={}).status_code == 400
+    assert client.post("/score", json={"data": [[1.0, 2.0, 3.0]], "label": "a"}).status_code == 200
+    assert client.post("/score", json={"data": [[1.0]], "label": "a"}).status_code == 500
+    document = _openapi(decorated_app)
+    service_input = document["components"]["schemas"]["ServiceInput"]
+    assert service_input["required"] == ["data", "label"]
+    rows = service_input["properties"]["data"]
+    assert rows["minItems"] == 1
+    assert (rows["items"]["minItems"], rows["items"]["maxItems"]) == (3, 3)
+    parameters = document["paths"]["/score"]["get"]["parameters"]
+    assert {p["name"]: p["required"] for p in parameters} == {"data": True, "label": True, "scale": False}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="compat: the document is upstream 1.5.1's, kept as is (BEHAVIOR.md §8); see docs/reliability-fuzz.md",
-)
-def test_swagger_score_body_is_required(decorated_app: Flask) -> None:
-    """schemathesis (positive_data_acceptance): the body of ``POST /score`` is optional in the document
-    (no ``required: true``), but a request without one is refused (415/400)."""
+def test_openapi_score_body_is_required_where_the_server_requires_it(
+    decorated_app: Flask, undecorated_app: Flask
+) -> None:
+    """Finding 13, schemathesis (positive_data_acceptance): a decorated run() needs a body (none: 415/400); an
+    undecorated one takes none (run() gets an empty string)."""
     assert decorated_app.test_client().post("/score").status_code in (400, 415)
-    v2 = _document(decorated_app, "2")
-    assert v2["paths"]["/score"]["post"]["parameters"][0].get("required") is True
-    v3 = _document(decorated_app, "3")
-    assert v3["paths"]["/score"]["post"]["requestBody"].get("required") is True
+    assert _openapi(decorated_app)["paths"]["/score"]["post"]["requestBody"]["required"] is True
+    assert undecorated_app.test_client().post("/score").status_code == 200
+    assert _openapi(undecorated_app)["paths"]["/score"]["post"]["requestBody"]["required"] is False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="compat: the document is upstream 1.5.1's, kept as is (BEHAVIOR.md §8); see docs/reliability-fuzz.md",
-)
-def test_swagger_undecorated_input_allows_what_the_server_accepts(undecorated_app: Flask) -> None:
-    """schemathesis (negative_data_rejection): an undecorated run() gets any body as text and answers 200, but
-    ServiceInput says ``{"type": "object"}``, so a JSON array is 'schema-violating' yet accepted."""
-    assert undecorated_app.test_client().post("/score", json=[None, None]).status_code == 200
-    schema = _document(undecorated_app, "2")["definitions"]["ServiceInput"]
-    assert schema.get("type") in (None, ["object", "array", "string", "number", "integer", "boolean", "null"])
+@pytest.mark.parametrize("body", [[None, None], "text", 1, None, {}], ids=repr)
+def test_openapi_undecorated_input_allows_what_the_server_accepts(undecorated_app: Flask, body: Any) -> None:
+    """Finding 14, schemathesis (negative_data_rejection): an undecorated run() gets any body as text and answers
+    200, so its input is any JSON value (or any text), not an object."""
+    client = undecorated_app.test_client()
+    assert client.post("/score", json=body).status_code == 200
+    assert client.post("/score", data="not JSON", content_type="text/plain").status_code == 200
+    document = _openapi(undecorated_app)
+    content = document["paths"]["/score"]["post"]["requestBody"]["content"]
+    assert _resolve(document, content["application/json"]["schema"]) == {}
+    assert content["text/plain"]["schema"] == {"type": "string"}
+
+
+def test_swagger_is_still_upstreams_document(undecorated_app: Flask, decorated_app: Flask) -> None:
+    """compat: ``/swagger.json`` keeps every inaccuracy above, as upstream 1.5.1 serves it (BEHAVIOR.md §8.3)."""
+    v2, v3 = _document(undecorated_app, "2"), _document(undecorated_app, "3")
+    # 9: GET / declared as application/json (v2) and text/plain (v3)
+    assert v2["produces"] == ["application/json"] and "produces" not in v2["paths"]["/"]["get"]
+    assert list(v3["paths"]["/"]["get"]["responses"]["200"]["content"]) == ["text/plain"]
+    # 10: GET /swagger.json declared as a string (and text/plain in v3)
+    assert v2["paths"]["/swagger.json"]["get"]["responses"]["200"]["schema"] == {"type": "string"}
+    assert v3["paths"]["/swagger.json"]["get"]["responses"]["200"]["content"] == {
+        "text/plain": {"schema": {"type": "string"}}
+    }
+    for document in (v2, v3):
+        # 11: POST only on /score
+        assert list(document["paths"]["/score"]) == ["post"]
+    # 14: the undecorated input is an object
+    assert v2["definitions"]["ServiceInput"] == {"type": "object", "example": {}}
+    assert v3["components"]["schemas"]["ServiceInput"] == {"type": "object", "example": {}}
+    d2, d3 = _document(decorated_app, "2"), _document(decorated_app, "3")
+    # 12: no "required" in ServiceInput
+    assert "required" not in d2["definitions"]["ServiceInput"]
+    assert "required" not in d3["components"]["schemas"]["ServiceInput"]
+    # 13: the body is optional
+    assert "required" not in d2["paths"]["/score"]["post"]["parameters"][0]
+    assert "required" not in d3["paths"]["/score"]["post"]["requestBody"]
 
 
 # --- found by the request-smuggling probes -----------------------------------------------------------

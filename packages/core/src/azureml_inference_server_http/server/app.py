@@ -39,6 +39,7 @@ from .inputs import InputError
 from .inputs import check_query_utf8
 from .inputs import run_arguments
 from .metrics import Metrics
+from .openapi import view as openapi_view
 from .scoring import SLOT_LEASE_KEY
 from .scoring import AnsweredTimeout
 from .state import PHASE_READY
@@ -611,6 +612,7 @@ def build_flask_app(state: ServerState, metrics: Metrics) -> Flask:
     app.add_url_rule(
         "/swagger.json", "swagger", handlers.swagger, methods=["GET", "OPTIONS"], provide_automatic_options=False
     )
+    app.add_url_rule("/openapi.json", "openapi", openapi_view(state), methods=["GET"])
     for prefix in ("", "/v2"):
         app.add_url_rule(f"{prefix}/health/live", f"live{prefix}", handlers.live, methods=["GET"])
         app.add_url_rule(f"{prefix}/health/ready", f"ready{prefix}", handlers.ready, methods=["GET"])

@@ -18,6 +18,7 @@ from .. import constants as c
 from ..config import ServerConfig
 from ..exceptions import UserScriptException
 from . import model_dir
+from . import openapi
 from . import print_hook
 from . import user_script
 from .cors import CorsPolicy
@@ -59,6 +60,7 @@ class ServerState:
         self.runner = ScoringRunner(config.worker_threads, config.scoring_timeout_ms, on_stuck=on_stuck)
         self.script: UserScript | None = None
         self.swagger = SwaggerDocuments({})
+        self.openapi: bytes | None = None  # GET /openapi.json, built with the swagger documents
         self.model_ids: list[str] = []
         self.phase = PHASE_STARTING
         self.init_started: float | None = None
@@ -97,13 +99,14 @@ class ServerState:
                     "The debuggability features have been removed. If you have a use case for them please reach "
                     "out to us."
                 )
-            swagger = self._build_swagger(script)
+            swagger, document = self._build_documents(script)
         except BaseException as exc:
             self._fail(exc)
             raise
         with self.lock:
             self.script = script
             self.swagger = swagger
+            self.openapi = document
             self.init_seconds = time.monotonic() - self.init_started
             self.phase = PHASE_READY
             self.last_error = None
@@ -114,11 +117,13 @@ class ServerState:
         self.ready.set()
         self.settled.set()
 
-    def _build_swagger(self, script: UserScript) -> SwaggerDocuments:
+    def _build_documents(self, script: UserScript) -> tuple[SwaggerDocuments, bytes]:
+        """The swagger documents (upstream's) and the OpenAPI 3.1 document (ours) of a loaded script."""
         config = self.config
-        return SwaggerDocuments.build(
+        swagger = SwaggerDocuments.build(
             script, config.app_root, config.service_name, config.service_version, config.service_path_prefix
         )
+        return swagger, openapi.encode(openapi.build_document(script, config, swagger))
 
     def _fail(self, exc: BaseException) -> None:
         self.phase = PHASE_FAILED
@@ -182,7 +187,7 @@ class ServerState:
         try:
             script = user_script.load(config.entry_script_path, config.app_root)
             user_script.run_init(script)
-            swagger = self._build_swagger(script)
+            swagger, document = self._build_documents(script)
         except BaseException as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
             logger.exception("Reload failed; still serving the previous version of the score script")
@@ -190,6 +195,7 @@ class ServerState:
         with self.lock:
             self.script = script
             self.swagger = swagger
+            self.openapi = document
             self.last_error = None
         logger.info("Reloaded the score script in %.3f s", time.monotonic() - started)
         return True

@@ -44,8 +44,8 @@ _BEARER = {
 _ERROR_SCHEMA = {"type": "object", "properties": {"message": {"type": "string"}}}
 
 
-def _schemas(script: UserScript) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
-    """ServiceInput, ServiceOutput and the versions run()'s decorators support."""
+def service_schemas(script: UserScript) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """ServiceInput, ServiceOutput and the versions run()'s decorators support (also used by openapi.py)."""
     if script.mode is not InputMode.SCHEMA:
         return (
             {"type": "object", "example": {}},
@@ -271,7 +271,7 @@ class SwaggerDocuments:
     ) -> SwaggerDocuments:
         stripped = path_prefix.strip("/")
         prefix = f"/{stripped}" if stripped else ""
-        service_input, service_output, supported = _schemas(script)
+        service_input, service_output, supported = service_schemas(script)
         documents: dict[str, bytes] = {}
         for version in ALL_VERSIONS:
             user = read_user_files(app_root, version)

@@ -126,7 +126,7 @@ def _is_schema_decorated(func: Callable[..., Any]) -> bool:
         return False
 
 
-def _schema_parameter_types(run: Callable[..., Any]) -> dict[str, Any]:
+def schema_parameter_types(run: Callable[..., Any]) -> dict[str, Any]:
     """The parameter types of run()'s @input_schema decorators, read from inference-schema's wrappers.
 
     inference-schema keeps them only in its decorators' closures; an unexpected layout yields {} and the server
@@ -151,7 +151,7 @@ def _schema_parameter_types(run: Callable[..., Any]) -> dict[str, Any]:
 def _numpy_params(run: Callable[..., Any]) -> dict[str, Any]:
     return {
         name: param_type
-        for name, param_type in _schema_parameter_types(run).items()
+        for name, param_type in schema_parameter_types(run).items()
         if type(param_type).__name__ == "NumpyParameterType"
     }
 

@@ -46,10 +46,22 @@ def validate_flags() -> set[str]:
     return _flags(command.commands["validate"].params)  # type: ignore[attr-defined]
 
 
+def _is_wsgi_environ(node: ast.AST) -> bool:
+    """``environ`` or ``x.environ`` other than ``os.environ``: a WSGI environ, whose keys are CGI names."""
+    if isinstance(node, ast.Name):
+        return node.id == "environ"
+    if isinstance(node, ast.Attribute) and node.attr == "environ":
+        return not (isinstance(node.value, ast.Name) and node.value.id == "os")
+    return False
+
+
 def _env_literals(tree: ast.AST) -> set[str]:
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
+            func = node.func
+            if isinstance(func, ast.Attribute) and _is_wsgi_environ(func.value):
+                continue  # environ.get("PATH_INFO")
             # env.get("NAME"), os.getenv("NAME"), _int(env, "NAME", ...): a variable name passed to any call.
             for arg in node.args:
                 if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
@@ -57,6 +69,8 @@ def _env_literals(tree: ast.AST) -> set[str]:
         elif isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
             container = node.value
             if isinstance(container, ast.Attribute) and container.attr in NOT_ENV_CONTAINERS:
+                continue
+            if _is_wsgi_environ(container):
                 continue
             if isinstance(node.slice.value, str):
                 found.add(node.slice.value)

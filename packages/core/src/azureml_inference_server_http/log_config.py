@@ -33,9 +33,9 @@ class AMLLogFormatter(logging.Formatter):
         # One log line per request: format the date and time once per second, not once per line.
         second = int(record.created)
         if second != self._second:
-            self._second_text = time.strftime(self.default_time_format, self.converter(second))
+            self._second_text = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(second))
             self._second = second
-        return self.default_msec_format % (self._second_text, record.msecs)
+        return f"{self._second_text},{int(record.msecs):03d}"
 
 
 class RootAccessFilter(logging.Filter):

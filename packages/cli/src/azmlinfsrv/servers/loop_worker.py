@@ -81,6 +81,7 @@ SWEEP_EVERY = 0.5
 ACCEPT_BATCH = 64
 READ_SIZE = 262144
 BIG_BUFFER = 65536
+GATHER_ABOVE = 16384  # response bodies larger than this are sent with their head by sendmsg(), not concatenated
 
 _KEEP, _CLOSE, _LINGER = range(3)  # what happens to a connection after its response
 _ON, _PAUSED, _CLOSED = range(3)  # the listening sockets
@@ -243,6 +244,11 @@ class _Job:
                 data = b"%x\r\n%s\r\n" % (len(data), data)
             elif mode == self._NONE:
                 data = b""
+        if out and len(data) > GATHER_ABOVE:
+            # Head and a large body in one system call, without copying the body behind the head.
+            _send_all_parts(self.conn.sock, out, data)
+            self.sent += len(out) + len(data)
+            return
         out = out + data if out else data
         if out:
             _send_all(self.conn.sock, out)
@@ -257,7 +263,7 @@ class _Job:
             self.must_close = True  # the app sent less than it declared: the connection cannot be reused
 
 
-def _send_all(sock: socket.socket, data: bytes) -> None:
+def _send_all(sock: socket.socket, data: bytes | memoryview) -> None:
     """sendall() for a non-blocking socket, waiting at most SEND_TIMEOUT for the client to take each part.
 
     (A socket with a timeout would do this itself, but CPython then polls before every send: one more system call
@@ -283,6 +289,18 @@ def _send_all(sock: socket.socket, data: bytes) -> None:
             view = view[sock.send(view) :]
         except BlockingIOError:
             pass
+
+
+def _send_all_parts(sock: socket.socket, head: bytes, body: bytes) -> None:
+    try:
+        sent = sock.sendmsg([head, body])
+    except BlockingIOError:
+        sent = 0
+    if sent < len(head):
+        _send_all(sock, head[sent:])
+        _send_all(sock, body)
+    elif sent < len(head) + len(body):
+        _send_all(sock, memoryview(body)[sent - len(head) :])
 
 
 _date = [0, ""]

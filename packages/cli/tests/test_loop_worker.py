@@ -50,16 +50,18 @@ def test_load_board_least_connections_among_live_workers() -> None:
 
 
 def test_load_board_is_shared_with_forked_workers() -> None:
-    from azmlinfsrv.servers.loop_worker import LoadBoard
-
-    board = LoadBoard(2)
-    slot = board.claim(1)
-    assert slot is not None
-    other = board.claim(2)
-    assert other is not None
-    pid = os.fork()
-    if pid == 0:  # the "worker" publishes its count
-        board.set(slot, 42)
-        os._exit(0)
-    os.waitpid(pid, 0)
-    assert board.least_other(other) == 42
+    # In a fresh single-threaded interpreter: forking a process that runs threads (as pytest may) is unsafe.
+    code = """
+import os
+from azmlinfsrv.servers.loop_worker import LoadBoard
+board = LoadBoard(2)
+slot, other = board.claim(1), board.claim(2)
+pid = os.fork()
+if pid == 0:  # the worker publishes its count
+    board.set(slot, 42)
+    os._exit(0)
+os.waitpid(pid, 0)
+print(board.least_other(other))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "42"

@@ -135,3 +135,26 @@ def test_malformed_heads_get_400_and_a_closed_connection(launch: Launcher, serve
                 break
         else:
             pytest.fail("the connection stayed open after a 400")
+
+
+def test_access_log_on_request(launch: Launcher) -> None:
+    """AZMLINFSRV_ACCESS_LOG=true adds gunicorn's access line (off by default: the app logs each request)."""
+    server = launch("--entry_script", "sleep_score.py", env={"AZMLINFSRV_ACCESS_LOG": "true"})
+    with _connect(server) as sock:
+        sock.sendall(_post(b"0", "User-Agent: access-log-probe\r\n"))
+        assert _read_response(sock, bytearray())[0] == 200
+    deadline = time.monotonic() + 5
+    while "access-log-probe" not in server.logs() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    line = next(line for line in server.logs().splitlines() if "access-log-probe" in line)
+    assert '"POST /score HTTP/1.1" 200' in line
+
+
+def test_no_access_log_by_default(launch: Launcher) -> None:
+    server = launch("--entry_script", "sleep_score.py")
+    with _connect(server) as sock:
+        sock.sendall(_post(b"0", "User-Agent: access-log-probe\r\n"))
+        assert _read_response(sock, bytearray())[0] == 200
+    time.sleep(0.3)
+    assert "access-log-probe" not in server.logs()
+    assert "POST /score 200" in server.logs()  # the app's own line

@@ -326,15 +326,24 @@ def _error_response(status: int, message: str) -> bytes:
     ).encode("latin-1") + body
 
 
-class _AccessRecord:
-    """What gunicorn's access logger reads from its own request and response objects."""
+class _AccessResponse:
+    """What gunicorn's access logger reads from its response object."""
+
+    __slots__ = ("headers", "sent", "status")
 
     def __init__(self, job: _Job) -> None:
         self.status = job.status or "500"
         self.sent = job.sent
         self.headers = job.headers
-        environ = job.environ
-        self.headers_in = [(k[5:].replace("_", "-"), v) for k, v in environ.items() if k.startswith("HTTP_")]
+
+
+class _AccessRequest:
+    """What gunicorn's access logger reads from its request object: the request headers."""
+
+    __slots__ = ("headers",)
+
+    def __init__(self, environ: dict[str, Any]) -> None:
+        self.headers = [(k[5:].replace("_", "-"), v) for k, v in environ.items() if k.startswith("HTTP_")]
 
 
 class LoadBoard:
@@ -992,12 +1001,9 @@ class EventLoopWorker(Worker):  # type: ignore[misc]
             self.alive = False
 
     def _log_access(self, job: _Job, seconds: float) -> None:
-        record = _AccessRecord(job)
-
-        class _Request:
-            headers = record.headers_in
-
         try:
-            self.log.access(record, _Request(), job.environ, datetime.timedelta(seconds=seconds))
+            self.log.access(
+                _AccessResponse(job), _AccessRequest(job.environ), job.environ, datetime.timedelta(seconds=seconds)
+            )
         except Exception:
             self.log.exception("Could not write the access log line")

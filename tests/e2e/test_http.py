@@ -158,3 +158,17 @@ def test_no_access_log_by_default(launch: Launcher) -> None:
     time.sleep(0.3)
     assert "access-log-probe" not in server.logs()
     assert "POST /score 200" in server.logs()  # the app's own line
+
+
+def test_a_request_head_not_finished_in_10_s_gets_408(launch: Launcher) -> None:
+    """gunicorn's event loop gives a request head 10 s from its first byte (a slowloris connection is cut)."""
+    server = launch("--entry_script", "sleep_score.py")
+    with _connect(server) as sock:
+        sock.settimeout(20)
+        started = time.monotonic()
+        sock.sendall(b"POST /score HTTP/1.1\r\nHost: x\r\n")
+        status, _, body = _read_response(sock, bytearray())
+        elapsed = time.monotonic() - started
+        assert status == 408, body
+        assert 9.5 < elapsed < 13, elapsed
+        assert sock.recv(10) == b""  # then closed

@@ -486,7 +486,6 @@ class EventLoopWorker(Worker):  # type: ignore[misc]
         self.leader_lock = threading.Lock()
         self.count_lock = threading.Lock()
         self.leading = False
-        self.spare_leading = False
         self.unattended_since = time.monotonic()
         self.busy_primaries = 0
         self.inflight = 0
@@ -581,11 +580,11 @@ class EventLoopWorker(Worker):  # type: ignore[misc]
     def _spare(self) -> None:
         while not self._exiting:
             with self.leader_lock:
-                self.leading = self.spare_leading = True
+                self.leading = True
                 try:
                     job = self._next_job(spare=True)
                 finally:
-                    self.leading = self.spare_leading = False
+                    self.leading = False
                     self.unattended_since = time.monotonic()
             if job is not None:
                 try:
@@ -941,9 +940,8 @@ class EventLoopWorker(Worker):  # type: ignore[misc]
             if conn.registered and now > conn.deadline:
                 if conn.lingering or not conn.buf and conn.head is None:
                     self._close(conn)
-                else:
+                else:  # a slow head or a stalled body: say so, then close after the linger
                     self._reject(conn, HttpError(408, "The request was not received in time."))
-                    self._close(conn)
 
     # -- running a job (in the thread that picked it) --------------------------------------------------------
 

@@ -221,3 +221,37 @@ def test_options_on_health_and_swagger_carry_ids(client: MakeClient) -> None:
         assert response.headers["x-request-id"] == "opt"
         assert response.headers["x-ms-server-version"] == "azmlinfsrv/1.5.1"
         assert sorted(m.strip() for m in response.headers["Allow"].split(",")) == ["GET", "HEAD", "OPTIONS"]
+
+
+FLASK_CONTEXT = """
+import flask
+
+def init():
+    pass
+
+def run(data):
+    return {"probe": flask.request.headers.get("X-Probe"), "app": flask.current_app.name, "data": data}
+"""
+
+
+def test_flask_request_and_app_are_available_in_run(client: MakeClient) -> None:
+    """compat: /score skips Flask's dispatch pipeline, but run() still sees flask.request and current_app."""
+    response = client(FLASK_CONTEXT).post("/score", data='{"a": 1}', headers={"X-Probe": "yes"})
+    assert response.status_code == 200
+    assert response.json == {"probe": "yes", "app": "azureml_inference_server_http", "data": '{"a": 1}'}
+
+
+def test_score_route_methods_outside_get_and_post_take_flask_routing(client: MakeClient) -> None:
+    app = client(ECHO)
+    assert app.put("/score").status_code == 405
+    assert app.open("/score", method="OPTIONS").status_code == 200
+    assert app.get("/score/").status_code == 404
+
+
+def test_generated_request_ids_are_version_4_uuids(client: MakeClient) -> None:
+    app = client(ECHO)
+    ids = {app.post("/score", data="{}").headers["x-request-id"] for _ in range(50)}
+    assert len(ids) == 50
+    for request_id in ids:
+        parsed = uuid.UUID(request_id)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, request_id)

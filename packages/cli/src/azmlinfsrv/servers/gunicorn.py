@@ -25,6 +25,8 @@ from gunicorn.arbiter import Arbiter
 from ..launch import LaunchSettings
 from ..worker_codes import BOOT_FAILURE_EXIT_CODE
 from ..worker_codes import UPSTREAM_BOOT_FAILURE_EXIT_CODE
+from . import CLEANUP_ENV
+from . import SETTINGS_ENV
 from .loop_worker import LoadBoard
 
 logger = logging.getLogger("azmlinfsrv")
@@ -149,10 +151,6 @@ def serve(settings: LaunchSettings) -> int:
             return UPSTREAM_BOOT_FAILURE_EXIT_CODE
         return code
     return 0
-
-
-SETTINGS_ENV = "AZMLINFSRV_LAUNCH_SETTINGS"
-CLEANUP_ENV = "AZMLINFSRV_LAUNCH_CLEANUP"
 
 
 def exec_master(settings: LaunchSettings, cleanup_dir: str | None) -> None:

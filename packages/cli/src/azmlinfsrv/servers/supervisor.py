@@ -38,6 +38,9 @@ from typing import TYPE_CHECKING
 from typing import Any
 from typing import NamedTuple
 
+from . import CLEANUP_ENV
+from . import SETTINGS_ENV
+
 if TYPE_CHECKING:
     from ..launch import LaunchSettings
 
@@ -46,9 +49,6 @@ logger = logging.getLogger("azmlinfsrv")
 CHILD_MODULE = "azmlinfsrv.servers.waitress"
 # What the child receives: its launch settings, the listening sockets' descriptors, the control port and token.
 HANDOFF_ENV = "AZMLINFSRV_SUPERVISED"
-# What the launcher hands to the supervisor it execs into (POSIX): the variables it hands to the gunicorn master.
-SETTINGS_ENV = "AZMLINFSRV_LAUNCH_SETTINGS"
-CLEANUP_ENV = "AZMLINFSRV_LAUNCH_CLEANUP"
 BACKLOG = 1024  # waitress's own default
 # How often the loop looks at the child without being woken. POSIX wakes it on SIGCHLD; Windows has no such
 # signal, so this is how soon a crash is noticed there.

@@ -32,6 +32,7 @@ from __future__ import annotations
 import collections
 import datetime
 import io
+import json
 import mmap
 import os
 import select
@@ -314,15 +315,23 @@ def _http_date() -> str:
     return str(_date[1])
 
 
-def _error_response(status: int, message: str) -> bytes:
-    import json
+_REASONS = {
+    400: "Bad Request",
+    408: "Request Timeout",
+    414: "URI Too Long",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    505: "HTTP Version Not Supported",
+}
 
+
+def _error_response(status: int, message: str) -> bytes:
+    """A complete JSON error response, for requests the app never sees."""
     body = json.dumps({"message": message}).encode("utf-8")
-    reason = {400: "Bad Request", 408: "Request Timeout", 414: "URI Too Long", 431: "Request Header Fields Too Large"}
-    phrase = reason.get(status, {501: "Not Implemented", 505: "HTTP Version Not Supported"}.get(status, "Error"))
     return (
-        f"HTTP/1.1 {status} {phrase}\r\nServer: azmlinfsrv\r\nDate: {_http_date()}\r\nConnection: close\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nServer: azmlinfsrv\r\nDate: {_http_date()}\r\n"
+        f"Connection: close\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode("latin-1") + body
 
 

@@ -212,6 +212,47 @@ def test_signal_handlers_installed_while_loading_take_effect(launch: Launcher, s
     assert received == [int(signal.SIGUSR1)]
 
 
+def _session_members(sid: int) -> list[int]:
+    """Pids whose session is ``sid``: what is left of a server started with start_new_session."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":
+            members.append(int(entry))
+    return members
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigterm_to_the_started_pid_alone_stops_the_whole_server(launch: Launcher, server_model: str) -> None:
+    # A container runtime signals the pid it started, not a group: that pid must be the server's supervisor.
+    server = launch("--entry_script", "valid_score.py", "--worker_count", "2", model=server_model)
+    os.kill(server.process.pid, signal.SIGTERM)
+    assert server.wait_exit(20) == 0
+    assert _session_members(server.process.pid) == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("delay", [0.0, 0.05, 0.15, 0.3])
+def test_sigterm_during_start_up_leaves_nothing_behind(launch: Launcher, delay: float) -> None:
+    # While the command line is still being read, SIGTERM to the started pid must stop it, with no process left
+    # over and no server coming up behind the caller's back.
+    server = launch("--entry_script", "valid_score.py", wait=False)
+    time.sleep(delay)
+    os.kill(server.process.pid, signal.SIGTERM)
+    code = server.wait_exit(20)
+    assert code in (0, -signal.SIGTERM), server.logs()
+    time.sleep(0.5)
+    assert _session_members(server.process.pid) == []
+    with pytest.raises(requests.ConnectionError):
+        requests.get(server.url + "/", timeout=2)
+
+
 def test_new_connections_refused_while_draining(launch: Launcher, server_model: str) -> None:
     server = launch("--entry_script", "sleep_score.py", model=server_model)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:

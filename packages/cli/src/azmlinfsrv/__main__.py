@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from azmlinfsrv.main import main
+from azmlinfsrv.entry import main
 
 if __name__ == "__main__":
     main()

@@ -9,6 +9,7 @@ run() concurrency inside a worker stays 1 unless ``--threads`` says otherwise (s
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import logging
 import os
@@ -22,6 +23,8 @@ from azureml_inference_server_http.log_config import PACKAGED_CONFIG
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 
+from ..entry import GUNICORN_MASTER
+from ..entry import replace_process
 from ..launch import LaunchSettings
 from ..worker_codes import BOOT_FAILURE_EXIT_CODE
 from ..worker_codes import UPSTREAM_BOOT_FAILURE_EXIT_CODE
@@ -82,14 +85,22 @@ def _child_exit(server: Any, worker: Any) -> None:
 
 
 def load_app(settings: LaunchSettings) -> Any:
-    from .. import worker
+    # Importing Flask and the app is most of a worker's boot; the collector only slows it down (see entry.py).
+    # The score script and init() load in a thread of their own, with the collector on; with WORKER_PRELOAD they
+    # load here, so the collector stays on.
+    if not settings.preload:
+        gc.disable()
+    try:
+        from .. import worker
 
-    return worker.build_app(
-        background_init=not settings.preload,
-        in_launcher=settings.preload,  # WORKER_PRELOAD: gunicorn loads the app in the master
-        on_stuck=_recycle_self,
-        debug_listen_port=settings.debug_port,
-    )
+        return worker.build_app(
+            background_init=not settings.preload,
+            in_launcher=settings.preload,  # WORKER_PRELOAD: gunicorn loads the app in the master
+            on_stuck=_recycle_self,
+            debug_listen_port=settings.debug_port,
+        )
+    finally:
+        gc.enable()
 
 
 class AzmlinfsrvGunicorn(BaseApplication):  # type: ignore[misc]
@@ -162,12 +173,10 @@ def exec_master(settings: LaunchSettings, cleanup_dir: str | None) -> None:
     os.environ[SETTINGS_ENV] = json.dumps(dataclasses.asdict(settings))
     if cleanup_dir:
         os.environ[CLEANUP_ENV] = cleanup_dir
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execv(sys.executable, [sys.executable, "-m", "azmlinfsrv.servers.gunicorn"])
+    replace_process(GUNICORN_MASTER)
 
 
-def _master_main() -> int:
+def master_main() -> int:
     from azureml_inference_server_http.log_config import apply_packaged_config
 
     apply_packaged_config()
@@ -183,4 +192,4 @@ def _master_main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_master_main())
+    sys.exit(master_main())

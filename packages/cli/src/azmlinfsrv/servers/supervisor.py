@@ -471,9 +471,9 @@ def exec_supervisor(settings: LaunchSettings, cleanup_dir: str | None) -> None:
     os.environ[SETTINGS_ENV] = json.dumps(_as_dict(settings))
     if cleanup_dir:
         os.environ[CLEANUP_ENV] = cleanup_dir
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execv(sys.executable, [sys.executable, "-m", "azmlinfsrv.servers.supervisor"])
+    from ..entry import replace_process
+
+    replace_process("azmlinfsrv.servers.supervisor")
 
 
 def _main() -> int:

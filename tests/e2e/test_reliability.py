@@ -212,6 +212,17 @@ def test_signal_handlers_installed_while_loading_take_effect(launch: Launcher, s
     assert received == [int(signal.SIGUSR1)]
 
 
+def test_a_finished_request_is_freed_without_the_garbage_collector(launch: Launcher, server_model: str) -> None:
+    server = launch("--entry_script", "release_score.py", model=server_model)
+    with requests.Session() as session:  # the same keep-alive connection, as load generators use
+        first = session.post(server.url + "/score", json={"x": "y" * 100_000}, timeout=10)
+        assert first.json() == {"previous_alive": False}
+        for _ in range(3):
+            time.sleep(0.2)  # the worker lets go of the request after the response is out
+            later = session.post(server.url + "/score", json={"x": "y" * 100_000}, timeout=10)
+            assert later.json() == {"previous_alive": False}
+
+
 def _session_members(sid: int) -> list[int]:
     """Pids whose session is ``sid``: what is left of a server started with start_new_session."""
     members = []

@@ -425,6 +425,9 @@ class EventLoopWorker(Worker):  # type: ignore[misc]
     def load_wsgi(self) -> None:
         from azureml_inference_server_http.server.state import ServerState
 
+        from . import allocator
+
+        allocator.tune()  # before the app starts its threads (see allocator.py)
         super().load_wsgi()
         state = getattr(self.wsgi, "extensions", {}).get(STATE_KEY)
         if not isinstance(state, ServerState):
@@ -585,6 +588,9 @@ class EventLoopWorker(Worker):  # type: ignore[misc]
                 with self.count_lock:
                     self.busy_primaries -= 1
                 self._give_back(job)
+                # Let go of the request (its body, the parsed input, the response) before waiting to lead again:
+                # otherwise every idle thread keeps its last request alive.
+                del job
 
     def _spare(self) -> None:
         while not self._exiting:
@@ -600,6 +606,7 @@ class EventLoopWorker(Worker):  # type: ignore[misc]
                     self._run_job(job)
                 finally:
                     self._give_back(job)
+                    del job  # as in _primary: an idle spare must not keep its last request alive
                 if self.busy_primaries == self.primaries:
                     continue  # every primary still busy: keep the loop attended
             with self._spare_cond:
@@ -990,6 +997,10 @@ class EventLoopWorker(Worker):  # type: ignore[misc]
             self._log_access(job, time.monotonic() - started)
 
     def _give_back(self, job: _Job) -> None:
+        # The environ holds the job's close callback and the job holds the environ: a reference cycle that would keep
+        # the body alive until the garbage collector's next full pass, which under load with large bodies is tens of
+        # MB. Break it once the response is out. (Flask breaks the other one, environ <-> Request, itself.)
+        job.environ.pop(CLOSE_CONNECTION_KEY, None)
         conn = job.conn
         if not job.must_close:
             action = _KEEP

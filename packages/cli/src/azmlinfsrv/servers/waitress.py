@@ -40,6 +40,7 @@ from waitress.task import ErrorTask
 
 from .. import worker
 from ..launch import LaunchSettings
+from . import allocator
 from .supervisor import Handoff
 from .supervisor import format_addresses
 from .supervisor import listen_addresses
@@ -162,6 +163,7 @@ def _body_limit() -> int:
 
 def serve(settings: LaunchSettings, handoff: Handoff | None = None) -> int:
     """Serve until stopped; the exit code. Listens on the handoff's sockets, or binds them itself (Windows)."""
+    allocator.tune()  # before any thread starts (see allocator.py)
     # Class attribute on waitress's channel: this process serves only our app, so the change stays with us.
     HTTPChannel.error_task_class = _JsonErrorTask
     _refuse_ambiguous_framing(HTTPRequestParser)

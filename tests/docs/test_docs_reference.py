@@ -23,7 +23,7 @@ from .conftest import read_doc
 from .conftest import table_first_cells
 
 SCANNED_PACKAGES = ("core", "cli", "appinsights")
-ENV_NAME = re.compile(r"^[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+$")
+ENV_NAME = re.compile(r"^[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+_?$")  # glibc's MALLOC_*_ names end in "_"
 # Upper-case subscripts that are not environment variables (Flask's own configuration keys).
 NOT_ENV_CONTAINERS = {"config"}
 

@@ -27,24 +27,31 @@ M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
 
-# (parameter, value, the environment variable glibc reads for it)
+# The environment variables glibc reads for them: a value the user set there wins.
+MMAP_THRESHOLD_ENV = "MALLOC_MMAP_THRESHOLD_"
+TRIM_THRESHOLD_ENV = "MALLOC_TRIM_THRESHOLD_"
+ARENA_MAX_ENV = "MALLOC_ARENA_MAX"
+
+# (parameter, value, its environment variable)
 SETTINGS = (
     # Blocks this large or larger (request bodies, their decoded text) are mapped for themselves and unmapped on
     # free. Above the 256 KB of one socket read, so reads keep coming from the heap.
-    (M_MMAP_THRESHOLD, 512 * 1024, "MALLOC_MMAP_THRESHOLD_"),
+    (M_MMAP_THRESHOLD, 512 * 1024, MMAP_THRESHOLD_ENV),
     # Free memory at the top of a heap is returned once it exceeds this; large enough not to give back and take
     # again the buffers of every request.
-    (M_TRIM_THRESHOLD, 4 * 1024 * 1024, "MALLOC_TRIM_THRESHOLD_"),
-    (M_ARENA_MAX, 2, "MALLOC_ARENA_MAX"),
+    (M_TRIM_THRESHOLD, 4 * 1024 * 1024, TRIM_THRESHOLD_ENV),
+    (M_ARENA_MAX, 2, ARENA_MAX_ENV),
 )
 
 
 def tune() -> list[int]:
     """Apply the settings in this process, before its threads start; the parameters applied."""
-    if not sys.platform.startswith("linux") or not _is_glibc():
+    if not sys.platform.startswith("linux"):
         return []
     try:
-        mallopt = ctypes.CDLL(None).mallopt
+        libc = ctypes.CDLL(None)
+        libc.gnu_get_libc_version  # noqa: B018 -- only glibc has it; musl's mallopt() is a stub
+        mallopt = libc.mallopt
     except (OSError, AttributeError):
         return []
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
@@ -54,10 +61,3 @@ def tune() -> list[int]:
         if variable not in os.environ and mallopt(parameter, value) == 1:
             applied.append(parameter)
     return applied
-
-
-def _is_glibc() -> bool:
-    try:
-        return os.confstr("CS_GNU_LIBC_VERSION") is not None
-    except (ValueError, OSError, AttributeError):
-        return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import socket
 import time
@@ -172,3 +173,68 @@ def test_a_request_head_not_finished_in_10_s_gets_408(launch: Launcher) -> None:
         assert status == 408, body
         assert 9.5 < elapsed < 13, elapsed
         assert sock.recv(10) == b""  # then closed
+
+
+def _upload(server: Server, body: bytes, sleep: float = 0.0) -> dict[str, object]:
+    with _connect(server) as sock:
+        sock.settimeout(30)
+        extra = f"X-Sleep: {sleep}\r\n" if sleep else ""
+        sock.sendall(_post(body, extra))
+        status, _, answer = _read_response(sock, bytearray())
+        assert status == 200, answer
+        result: dict[str, object] = json.loads(answer)
+        return result
+
+
+def test_concurrent_large_uploads_are_all_answered(launch: Launcher, server_model: str) -> None:
+    server = launch("--entry_script", "body_score.py", model=server_model)
+    size = 1024 * 1024
+    bodies = [bytes([65 + i]) * size for i in range(8)]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda body: _upload(server, body, 0.05), bodies))
+    assert results == [{"length": size, "first": chr(65 + i)} for i in range(8)]
+
+
+def test_large_bodies_beyond_the_budget_wait_unread(launch: Launcher) -> None:
+    # One run() slot, busy; further 1 MB uploads announce themselves with Expect: 100-continue, so whether the
+    # worker reads a body shows in whether it says 100 Continue. Those within the budget are read ahead; the rest
+    # wait unread, in order, and are read as the ones ahead of them start running. Nothing is lost.
+    from azmlinfsrv.servers.loop_worker import BODY_BUFFER_BUDGET
+
+    server = launch("--entry_script", "body_score.py")
+    size = 1024 * 1024
+    read_ahead = max(1, BODY_BUFFER_BUDGET // size)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        busy = pool.submit(_upload, server, b"A" * size, 2.0)
+        time.sleep(0.5)  # A is running
+        socks = [_connect(server) for _ in range(read_ahead + 2)]
+        try:
+            for sock in socks:
+                sock.sendall(
+                    _post(b"", "Expect: 100-continue\r\n").replace(b"Content-Length: 0", b"Content-Length: %d" % size)
+                )
+            time.sleep(0.5)
+            continued = []
+            for sock in socks:
+                sock.settimeout(0.2)
+                try:
+                    continued.append(sock.recv(64).startswith(b"HTTP/1.1 100 Continue"))
+                except TimeoutError:
+                    continued.append(False)
+            assert continued == [True] * read_ahead + [False, False]
+            for sock in socks[:read_ahead]:
+                sock.sendall(b"B" * size)
+            assert busy.result(timeout=30) == {"length": size, "first": "A"}
+            for sock in socks[read_ahead:]:
+                sock.settimeout(30)
+                status, _, _ = _read_response(sock, bytearray())  # its turn came: 100 Continue
+                assert status == 100
+                sock.sendall(b"C" * size)
+            for index, sock in enumerate(socks):
+                sock.settimeout(30)
+                status, _, answer = _read_response(sock, bytearray())
+                assert status == 200, answer
+                assert json.loads(answer) == {"length": size, "first": "B" if index < read_ahead else "C"}
+        finally:
+            for sock in socks:
+                sock.close()

@@ -83,6 +83,13 @@ ACCEPT_BATCH = 64
 READ_SIZE = 262144
 BIG_BUFFER = 65536
 GATHER_ABOVE = 16384  # response bodies larger than this are sent with their head by sendmsg(), not concatenated
+# Large request bodies read ahead of their turn are bounded (see _admit): bodies of LARGE_BODY bytes or more are
+# read only while those already buffered and not yet running add up to less than BODY_BUFFER_BUDGET (one is always
+# allowed). A body still incomplete after SLOW_BODY seconds stops counting, so that slow clients cannot hold the
+# budget: they hold only what they have sent.
+LARGE_BODY = 256 * 1024
+BODY_BUFFER_BUDGET = 2 * 1024 * 1024
+SLOW_BODY = 1.0
 
 _KEEP, _CLOSE, _LINGER = range(3)  # what happens to a connection after its response
 _ON, _PAUSED, _CLOSED = range(3)  # the listening sockets
@@ -108,11 +115,14 @@ class _Connection:
         "deadline",
         "fd",
         "head",
+        "held",
         "lingering",
         "listener",
         "peer",
         "pos",
         "registered",
+        "reserved",
+        "reserved_until",
         "sock",
     )
 
@@ -129,6 +139,9 @@ class _Connection:
         self.registered = False
         self.lingering = False
         self.closed = False
+        self.held = False  # waiting, unread, for room in the body budget
+        self.reserved = 0  # bytes of the body budget this connection's body counts for
+        self.reserved_until = 0.0
 
 
 class _Job:
@@ -143,6 +156,7 @@ class _Job:
         "head_sent",
         "headers",
         "must_close",
+        "reserved",
         "scoring",
         "sent",
         "status",
@@ -160,6 +174,7 @@ class _Job:
         self.scoring = head.path == SCORE_PATH
         self.must_close = not head.keep_alive
         self.unread_body = False
+        self.reserved = 0
         self.status: str | None = None
         self.headers: list[tuple[str, str]] = []
         self.head_sent = False
@@ -481,6 +496,9 @@ class EventLoopWorker(Worker):  # type: ignore[misc]
         self.ready: collections.deque[_Job] = collections.deque()
         self.pending: collections.deque[_Job] = collections.deque()  # scoring jobs waiting for a slot
         self.returned: collections.deque[tuple[_Connection, int]] = collections.deque()
+        self.held: collections.deque[_Connection] = collections.deque()  # large bodies not read yet (_admit)
+        self.buffered = 0  # bytes of large bodies being read or waiting to run
+        self._resume_due = False
         self.base_environ = {
             "wsgi.version": (1, 0),
             "wsgi.url_scheme": "http",
@@ -622,6 +640,8 @@ class EventLoopWorker(Worker):  # type: ignore[misc]
         while True:
             if self.returned:
                 self._take_back()
+            if self._resume_due:
+                self._resume_held()
             now = time.monotonic()
             if self._poll_soon:
                 # More connections may wait in the backlog (several workers accept one per poll): poll before
@@ -633,6 +653,11 @@ class EventLoopWorker(Worker):  # type: ignore[misc]
                 if job is not None:
                     with self.count_lock:
                         self.inflight += 1
+                    if job.reserved:
+                        # Its body is the running request's now: make room for the next one before running it.
+                        self._unreserve(job.reserved)
+                        job.reserved = 0
+                        self._resume_held()
                     return job
                 if self._exiting or (spare and self.busy_primaries < self.primaries):
                     return None
@@ -821,11 +846,9 @@ class EventLoopWorker(Worker):  # type: ignore[misc]
                 del buf[:]
                 self._dispatch(conn, head, b"", unread_body=True)
                 return True
-            if head.expect_continue and (head.chunked or len(buf) - conn.pos < head.content_length):
-                try:
-                    os.write(conn.fd, b"HTTP/1.1 100 Continue\r\n\r\n")
-                except OSError:
-                    pass
+            elif head.content_length >= LARGE_BODY and not self._admit(conn, head.content_length, now):
+                return False  # held: read once the bodies ahead of it are running
+            self._continue_if_expected(conn, head)
         chunks = conn.chunks
         if chunks is not None:
             try:
@@ -862,6 +885,63 @@ class EventLoopWorker(Worker):  # type: ignore[misc]
         self._dispatch(conn, head, body, unread_body=False)
         return True
 
+    def _continue_if_expected(self, conn: _Connection, head: Head) -> None:
+        if head.expect_continue and (head.chunked or len(conn.buf) - conn.pos < head.content_length):
+            try:
+                os.write(conn.fd, b"HTTP/1.1 100 Continue\r\n\r\n")
+            except OSError:
+                pass
+
+    def _admit(self, conn: _Connection, size: int, now: float) -> bool:
+        """Count a large body against the body budget, or hold its connection unread until there is room.
+
+        While every run() slot is busy the loop keeps reading requests, so without a bound eight 1 MB uploads are
+        8 MB buffered for requests that cannot run yet. A held connection's bytes wait in the kernel and its
+        client's send blocks, as with a server that reads one request at a time.
+        """
+        if self.held or (self.buffered and self.buffered + size > BODY_BUFFER_BUDGET):
+            if conn.registered:
+                self.selector.unregister(conn.sock)
+                conn.registered = False
+            conn.held = True
+            self.held.append(conn)
+            return False
+        self.buffered += size
+        conn.reserved = size
+        conn.reserved_until = now + SLOW_BODY
+        return True
+
+    def _unreserve(self, size: int) -> None:
+        self.buffered -= size
+        if self.held:
+            self._resume_due = True
+
+    def _resume_held(self) -> None:
+        """Read held connections, oldest first, as far as the budget allows (always at least one)."""
+        self._resume_due = False
+        held = self.held
+        now = time.monotonic()
+        while held:
+            conn = held[0]
+            head = conn.head
+            if conn.closed or head is None:
+                held.popleft()
+                conn.held = False
+                continue
+            size = head.content_length
+            if self.buffered and self.buffered + size > BODY_BUFFER_BUDGET:
+                return
+            held.popleft()
+            conn.held = False
+            self.buffered += size
+            conn.reserved = size
+            conn.reserved_until = now + SLOW_BODY
+            conn.deadline = now + BODY_IDLE_TIMEOUT
+            self._continue_if_expected(conn, head)
+            if not self._advance(conn, now) and not conn.closed and not conn.registered:
+                self.selector.register(conn.sock, selectors.EVENT_READ, conn)
+                conn.registered = True
+
     def _dispatch(self, conn: _Connection, head: Head, body: bytes, unread_body: bool) -> None:
         conn.head = None
         conn.chunks = None
@@ -884,6 +964,7 @@ class EventLoopWorker(Worker):  # type: ignore[misc]
         environ["SERVER_PORT"] = conn.listener.server_port
         environ["gunicorn.socket"] = conn.sock
         job = _Job(self, conn, head, environ)
+        job.reserved, conn.reserved = conn.reserved, 0
         if unread_body:
             job.unread_body = job.must_close = True
         elif not self.keepalive:
@@ -904,6 +985,9 @@ class EventLoopWorker(Worker):  # type: ignore[misc]
     def _linger(self, conn: _Connection, now: float) -> None:
         """Close after the client had a chance to read the response: closing a socket with unread input resets
         the connection, and the reset can destroy the response before the client read it."""
+        if conn.reserved:
+            self._unreserve(conn.reserved)
+            conn.reserved = 0
         del conn.buf[:]
         try:
             conn.sock.shutdown(socket.SHUT_WR)
@@ -920,6 +1004,9 @@ class EventLoopWorker(Worker):  # type: ignore[misc]
         if conn.closed:
             return
         conn.closed = True
+        if conn.reserved:
+            self._unreserve(conn.reserved)
+            conn.reserved = 0
         if conn.registered:
             self.selector.unregister(conn.sock)
             conn.registered = False
@@ -945,7 +1032,7 @@ class EventLoopWorker(Worker):  # type: ignore[misc]
                 self._linger(conn, now)
             else:
                 conn.deadline = now + (HEAD_TIMEOUT if conn.buf else self._idle_timeout())
-                if not self._advance(conn, now):
+                if not self._advance(conn, now) and not conn.held and not conn.closed:
                     self.selector.register(conn.sock, selectors.EVENT_READ, conn)
                     conn.registered = True
 
@@ -953,6 +1040,9 @@ class EventLoopWorker(Worker):  # type: ignore[misc]
         """Close connections past their deadline: idle keep-alive, slow heads, stalled bodies, lingering."""
         self._next_sweep = now + SWEEP_EVERY
         for conn in list(self.conns):
+            if conn.reserved and conn.head is not None and now > conn.reserved_until:
+                self._unreserve(conn.reserved)  # a slow body: it holds what it sent, not the budget
+                conn.reserved = 0
             if conn.registered and now > conn.deadline:
                 if conn.lingering or not conn.buf and conn.head is None:
                     self._close(conn)

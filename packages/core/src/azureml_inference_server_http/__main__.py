@@ -7,7 +7,7 @@ import sys
 
 def _main() -> None:
     try:
-        from azmlinfsrv.main import main
+        from azmlinfsrv.entry import main
     except ImportError:
         sys.stderr.write(
             "The azmlinfsrv command is not installed. Install it with: pip install azureml-inference-server-http-cli\n"

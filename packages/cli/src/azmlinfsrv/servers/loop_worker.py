@@ -846,7 +846,11 @@ class EventLoopWorker(Worker):  # type: ignore[misc]
                 del buf[:]
                 self._dispatch(conn, head, b"", unread_body=True)
                 return True
-            elif head.content_length >= LARGE_BODY and not self._admit(conn, head.content_length, now):
+            elif (
+                head.content_length >= LARGE_BODY
+                and len(buf) - conn.pos < head.content_length  # not read already (pipelined behind a request)
+                and not self._admit(conn, head.content_length, now)
+            ):
                 return False  # held: read once the bodies ahead of it are running
             self._continue_if_expected(conn, head)
         chunks = conn.chunks

@@ -910,10 +910,13 @@ class EventLoopWorker(Worker):  # type: ignore[misc]
             conn.held = True
             self.held.append(conn)
             return False
+        self._reserve(conn, size, now)
+        return True
+
+    def _reserve(self, conn: _Connection, size: int, now: float) -> None:
         self.buffered += size
         conn.reserved = size
         conn.reserved_until = now + SLOW_BODY
-        return True
 
     def _unreserve(self, size: int) -> None:
         self.buffered -= size
@@ -937,9 +940,7 @@ class EventLoopWorker(Worker):  # type: ignore[misc]
                 return
             held.popleft()
             conn.held = False
-            self.buffered += size
-            conn.reserved = size
-            conn.reserved_until = now + SLOW_BODY
+            self._reserve(conn, size, now)
             conn.deadline = now + BODY_IDLE_TIMEOUT
             self._continue_if_expected(conn, head)
             if not self._advance(conn, now) and not conn.closed and not conn.registered:

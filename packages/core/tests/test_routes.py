@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import socket
 import uuid
+from collections.abc import Callable
 
 from core_helpers import ECHO
 from core_helpers import MakeClient
+from flask import Flask
+from werkzeug.test import create_environ
 
 UUID_LEN = 36
 
@@ -255,3 +260,92 @@ def test_generated_request_ids_are_version_4_uuids(client: MakeClient) -> None:
     for request_id in ids:
         parsed = uuid.UUID(request_id)
         assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, request_id)
+
+
+# -- the direct score route (app.py _DirectScoreRoute): Flask's routing skipped, Flask's request kept ----------------
+
+
+def test_score_route_keeps_request_endpoint_and_url_for(client: MakeClient) -> None:
+    source = """
+    from flask import request, url_for
+    def init(): pass
+    def run(data):
+        return {
+            "endpoint": request.endpoint,
+            "rule": request.url_rule.rule,
+            "view_args": request.view_args,
+            "swagger": url_for("swagger"),
+            "external": url_for("score", _external=True),
+        }
+    """
+    response = client(source).post("/score", data="{}", base_url="http://models.example:8080")
+    assert response.get_json() == {
+        "endpoint": "score",
+        "rule": "/score",
+        "view_args": {},
+        "swagger": "/swagger.json",
+        "external": "http://models.example:8080/score",
+    }
+
+
+def test_score_request_leaves_no_reference_cycles(make_app: Callable[..., Flask]) -> None:
+    """Garbage in cycles waits for the collector, whose full passes stall every request in the process; a score
+    request must be freed by reference counting alone (Werkzeug's routing matcher alone leaves a cycle per match)."""
+    app = make_app(ECHO)
+    body = b'{"data": 1}'
+    left, right = socket.socketpair()  # a client connection, as gunicorn gives: run() stays in the calling thread
+
+    def call() -> bytes:
+        environ = create_environ("/score", method="POST", data=body, content_type="application/json")
+        environ["gunicorn.socket"] = left
+        statuses: list[str] = []
+        result = app(environ, lambda status, headers, exc_info=None: statuses.append(status))
+        try:
+            return b"".join(result)
+        finally:
+            getattr(result, "close", lambda: None)()
+
+    try:
+        for _ in range(5):
+            assert json.loads(call()) == body.decode()  # ECHO returns the body as a string
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(50):
+                call()
+            unreachable = gc.collect()
+        finally:
+            gc.enable()
+    finally:
+        left.close()
+        right.close()
+    assert unreachable == 0
+
+
+def test_responses_the_server_builds_keep_werkzeug_headers(client: MakeClient) -> None:
+    """The plain-response shortcut hands over exactly what Werkzeug's conversion would."""
+    app = client(ECHO)
+    response = app.post("/score", data='{"a": 1}', headers={"x-request-id": "rid"})
+    assert response.status_code == 200
+    expected = json.dumps('{"a": 1}').encode()  # ECHO returns the body as a string
+    assert response.data == expected
+    assert response.headers["Content-Length"] == str(len(expected))
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.headers["x-ms-run-function-failed"] == "False"
+    assert response.headers["x-request-id"] == "rid"
+    head = app.head("/")
+    assert head.status_code == 200
+    assert head.data == b""
+    assert head.headers["Content-Length"] == "7"  # the length of "Healthy", as Werkzeug gives for HEAD
+
+
+def test_a_script_redirect_takes_werkzeug_path(client: MakeClient) -> None:
+    source = """
+    from flask import redirect
+    def init(): pass
+    def run(data):
+        return redirect("/swagger.json")
+    """
+    response = client(source).post("/score", data="{}")
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/swagger.json"

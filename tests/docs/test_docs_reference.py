@@ -55,6 +55,14 @@ def _is_wsgi_environ(node: ast.AST) -> bool:
     return False
 
 
+def _container_name(node: ast.AST) -> str | None:
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    if isinstance(node, ast.Name):
+        return node.id
+    return None
+
+
 def _env_literals(tree: ast.AST) -> set[str]:
     found: set[str] = set()
     for node in ast.walk(tree):
@@ -62,6 +70,8 @@ def _env_literals(tree: ast.AST) -> set[str]:
             func = node.func
             if isinstance(func, ast.Attribute) and _is_wsgi_environ(func.value):
                 continue  # environ.get("PATH_INFO")
+            if isinstance(func, ast.Attribute) and _container_name(func.value) in NOT_ENV_CONTAINERS:
+                continue  # app.config.get("TRUSTED_HOSTS")
             # env.get("NAME"), os.getenv("NAME"), _int(env, "NAME", ...): a variable name passed to any call.
             for arg in node.args:
                 if isinstance(arg, ast.Constant) and isinstance(arg.value, str):

@@ -25,7 +25,6 @@ import json
 import os
 import signal
 import sys
-import traceback
 from types import FrameType
 
 GUNICORN_MASTER = "azmlinfsrv.servers.gunicorn"
@@ -91,6 +90,8 @@ def _run_cli_in_child(write_fd: int) -> None:
     except KeyboardInterrupt:
         code = 130
     except BaseException:  # noqa: BLE001 -- whatever the CLI raised, the user sees it, then the status
+        import traceback  # here: this module's imports are on every start's path
+
         traceback.print_exc()
         code = 1
     finally:

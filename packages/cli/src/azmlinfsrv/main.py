@@ -17,10 +17,13 @@ from azureml_inference_server_http.log_config import apply_packaged_config
 
 from . import banner
 from . import environment
+from .entry import GUNICORN_MASTER
 from .launch import SERVERS
 from .launch import LaunchError
 from .launch import resolve
 from .reload import RELOAD_ENV
+from .servers import WAITRESS_SUPERVISOR
+from .servers import hand_over
 
 logger = logging.getLogger("azmlinfsrv")
 
@@ -169,13 +172,10 @@ def serve(
     print(banner.render(env, _extra_banner(settings)), flush=True)
     multiproc_dir = _metrics_dir(env)
     if settings.server == "gunicorn":
-        from .servers.gunicorn import exec_master
-
-        exec_master(settings, multiproc_dir)  # does not return
+        hand_over(GUNICORN_MASTER, vars(settings), multiproc_dir)  # does not return
     if settings.server == "waitress" and sys.platform != "win32":
-        from .servers.supervisor import exec_supervisor
-
-        exec_supervisor(settings, multiproc_dir)  # does not return; Windows supervises from this process below
+        # Does not return; Windows supervises from this process below.
+        hand_over(WAITRESS_SUPERVISOR, vars(settings), multiproc_dir)
     launcher_pid = os.getpid()
     try:
         module_name, _, attr = SERVERS[settings.server].partition(":")

@@ -8,7 +8,6 @@ run() concurrency inside a worker stays 1 unless ``--threads`` says otherwise (s
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import json
 import logging
@@ -23,8 +22,6 @@ from azureml_inference_server_http.log_config import PACKAGED_CONFIG
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 
-from ..entry import GUNICORN_MASTER
-from ..entry import replace_process
 from ..launch import LaunchSettings
 from ..worker_codes import BOOT_FAILURE_EXIT_CODE
 from ..worker_codes import UPSTREAM_BOOT_FAILURE_EXIT_CODE
@@ -162,18 +159,6 @@ def serve(settings: LaunchSettings) -> int:
             return UPSTREAM_BOOT_FAILURE_EXIT_CODE
         return code
     return 0
-
-
-def exec_master(settings: LaunchSettings, cleanup_dir: str | None) -> None:
-    """Replace the launcher process by a lean gunicorn master (same pid), never returning.
-
-    Every module the master holds is also resident in each forked worker; the launcher's CLI stack (typer and
-    what it pulls in) would cost that memory once per process. The settings travel in the environment.
-    """
-    os.environ[SETTINGS_ENV] = json.dumps(dataclasses.asdict(settings))
-    if cleanup_dir:
-        os.environ[CLEANUP_ENV] = cleanup_dir
-    replace_process(GUNICORN_MASTER)
 
 
 def master_main() -> int:

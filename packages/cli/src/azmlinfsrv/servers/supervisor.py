@@ -466,16 +466,6 @@ def serve(settings: LaunchSettings) -> int:
     return supervise(_as_dict(settings))
 
 
-def exec_supervisor(settings: LaunchSettings, cleanup_dir: str | None) -> None:
-    """Replace the launcher (same pid) by a supervisor without the CLI stack in memory; never returns. POSIX only."""
-    os.environ[SETTINGS_ENV] = json.dumps(_as_dict(settings))
-    if cleanup_dir:
-        os.environ[CLEANUP_ENV] = cleanup_dir
-    from ..entry import replace_process
-
-    replace_process("azmlinfsrv.servers.supervisor")
-
-
 def _main() -> int:
     from azureml_inference_server_http.log_config import apply_packaged_config
 

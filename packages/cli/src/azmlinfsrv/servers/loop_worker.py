@@ -526,6 +526,8 @@ class EventLoopWorker(Worker):  # type: ignore[misc]
 
         for index in range(self.primaries):
             threading.Thread(target=self._primary, name=f"azmlinfsrv-request-{index}", daemon=True).start()
+        if not self._settled:
+            threading.Thread(target=self._wake_when_settled, name="azmlinfsrv-init-wait", daemon=True).start()
         self._monitor()
 
     # -- the main thread -------------------------------------------------------------------------------------
@@ -566,6 +568,12 @@ class EventLoopWorker(Worker):  # type: ignore[misc]
                     self._exiting = True
                     self.notify()
                     return
+
+    def _wake_when_settled(self) -> None:
+        """Requests that came during init() (the first health probe, usually) wait in the loop: run them the moment
+        init() ends, not at the main thread's next tick."""
+        self._settled_event.wait()
+        self._wake()
 
     def _wake(self) -> None:
         try:

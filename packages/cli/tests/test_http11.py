@@ -155,3 +155,29 @@ def test_malformed_chunks_are_refused(raw: bytes) -> None:
     with pytest.raises(HttpError) as caught:
         decode(raw)
     assert caught.value.status == 400
+
+
+def test_remembered_header_names_parse_as_the_first_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Header names are checked and converted once, then looked up (http11._NAMES); the answers must not change,
+    invalid names must never be remembered, and the table must stay bounded."""
+    from azmlinfsrv.servers import http11
+
+    monkeypatch.setattr(http11, "_NAMES", {})
+    monkeypatch.setattr(http11, "_NAMES_MAX", 8)
+    text = head("POST / HTTP/1.1\nX-Thing: 1\nX_Spoofed: 2\nContent-Type: a/b\nContent-Length: 0\nconnection: close")
+    first = parse_head(text, LIMITS)
+    second = parse_head(text, LIMITS)
+    assert first.environ == second.environ
+    assert second.environ["HTTP_X_THING"] == "1"
+    assert second.environ["CONTENT_TYPE"] == "a/b"
+    assert not any("SPOOFED" in key for key in second.environ)  # an underscore name stays dropped
+    assert second.keep_alive is False  # the special names still act when remembered
+    for _ in range(2):
+        with pytest.raises(HttpError) as bad:
+            parse_head(head("GET / HTTP/1.1\nBad Name: 1"), LIMITS)
+        assert bad.value.status == 400
+    assert b"Bad Name" not in http11._NAMES
+    many = "\n".join(f"X-N{i}: {i}" for i in range(20))
+    parsed = parse_head(head(f"GET / HTTP/1.1\n{many}"), LIMITS)
+    assert len(http11._NAMES) == 8
+    assert parsed.environ["HTTP_X_N19"] == "19"  # names past the bound are still parsed, only not remembered

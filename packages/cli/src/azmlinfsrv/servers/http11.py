@@ -28,6 +28,11 @@ _CHUNK_EXT = re.compile(
 
 # Header names that become CGI variables without the HTTP_ prefix (PEP 3333).
 _UNPREFIXED = {b"content-type": "CONTENT_TYPE", b"content-length": "CONTENT_LENGTH"}
+# Header names seen before, each with its lower-case form and its CGI key (None: the header is dropped). Clients
+# send the same few names on every request, and checking and converting a name costs more than the rest of its
+# line; the table stops growing at _NAMES_MAX, so a client inventing names gains nothing but slower requests.
+_NAMES: dict[bytes, tuple[bytes, str | None]] = {}
+_NAMES_MAX = 1024
 
 
 class HttpError(Exception):
@@ -105,13 +110,16 @@ def parse_head(data: bytes, limits: Limits) -> Head:
         if len(line) > limits.field_size:
             raise HttpError(431, f"A header field is longer than {limits.field_size} bytes.")
         name, colon, value = line.partition(b":")
-        if not colon or _TOKEN.fullmatch(name) is None:
-            # Also catches obsolete line folding (a line starting with whitespace) and "Name :" forms.
-            raise HttpError(400, "Bad header field.")
+        known = _NAMES.get(name) if colon else None
+        if known is None:
+            if not colon or _TOKEN.fullmatch(name) is None:
+                # Also catches obsolete line folding (a line starting with whitespace) and "Name :" forms.
+                raise HttpError(400, "Bad header field.")
+            known = _learn_name(name)
+        lower, key = known
         value = value.strip(b" \t")
         if _BAD_VALUE.search(value) is not None:
             raise HttpError(400, "Bad header field value.")
-        lower = name.lower()
         if lower == b"content-length":
             content_lengths.extend(v.strip(b" \t") for v in value.split(b","))
         elif lower == b"transfer-encoding":
@@ -121,13 +129,8 @@ def parse_head(data: bytes, limits: Limits) -> Head:
         elif lower == b"expect":
             if value.lower() == b"100-continue":
                 head.expect_continue = not http10
-        if b"_" in name:
-            # Like gunicorn: X_Forwarded_For and X-Forwarded-For would share one CGI name, so a client could
-            # spoof a header a proxy sets. Such headers are dropped.
-            continue
-        key = _UNPREFIXED.get(lower)
         if key is None:
-            key = "HTTP_" + name.decode("ascii").upper().replace("-", "_")
+            continue
         text = value.decode("latin-1")
         previous = environ.get(key)
         environ[key] = text if previous is None else previous + "," + text
@@ -161,6 +164,21 @@ def parse_head(data: bytes, limits: Limits) -> Head:
     environ["PATH_INFO"] = path
     environ["QUERY_STRING"] = query
     return head
+
+
+def _learn_name(name: bytes) -> tuple[bytes, str | None]:
+    """A valid header name's lower-case form and CGI key, remembered in _NAMES while there is room."""
+    lower = name.lower()
+    key: str | None
+    if b"_" in name:
+        # Like gunicorn: X_Forwarded_For and X-Forwarded-For would share one CGI name, so a client could spoof a
+        # header a proxy sets. Such headers are dropped.
+        key = None
+    else:
+        key = _UNPREFIXED.get(lower) or "HTTP_" + name.decode("ascii").upper().replace("-", "_")
+    if len(_NAMES) < _NAMES_MAX:
+        _NAMES[name] = (lower, key)
+    return lower, key
 
 
 def _split_target(target: bytes, method: str) -> tuple[str, str]:

@@ -54,3 +54,12 @@ def test_reload_lets_the_replaced_model_be_collected(
     gc.collect()
     assert ref() is None
     assert gc.get_freeze_count() > 1000  # the new version is frozen in turn
+
+
+def test_a_failed_reload_leaves_the_heap_frozen(
+    make_app: Callable[..., Flask], write_script: Callable[[str, str], Path]
+) -> None:
+    state = get_state(make_app(ECHO))
+    write_script("def init():\n    raise RuntimeError('broken edit')\ndef run(data):\n    return data\n")
+    assert not state.reload()
+    assert gc.get_freeze_count() > 1000

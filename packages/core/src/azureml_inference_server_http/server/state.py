@@ -195,15 +195,17 @@ class ServerState:
             self.last_error = f"{type(exc).__name__}: {exc}"
             logger.exception("Reload failed; still serving the previous version of the score script")
             return False
-        with self.lock:
-            self.script = script
-            self.swagger = swagger
-            self.openapi = document
-            self.last_error = None
-        logger.info("Reloaded the score script in %.3f s", time.monotonic() - started)
-        gc.collect()
-        _freeze_heap()
-        return True
+        else:
+            with self.lock:
+                self.script = script
+                self.swagger = swagger
+                self.openapi = document
+                self.last_error = None
+            logger.info("Reloaded the score script in %.3f s", time.monotonic() - started)
+            return True
+        finally:
+            gc.collect()  # what the replaced (or the failed) version left in reference cycles
+            _freeze_heap()
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from azmlinfsrv import entry
@@ -47,6 +48,30 @@ def test_the_child_hands_over_the_module_and_its_environment() -> None:
     plan = json.loads(out)
     assert plan["module"] == "a.b"
     assert plan["environ"]["AZMLINFSRV_TEST_MARK"] == "from the child"
+
+
+def test_the_child_reads_the_command_line_without_importing_the_server(tmp_path: Path) -> None:
+    """The child's time is on every start's path: gunicorn is the parent's to import (side by side with the
+    child), and typer must not pull pydantic in (typer 0.29 and later build a pydantic validator per option)."""
+    script = tmp_path / "score.py"
+    script.write_text("def init(): pass\ndef run(data): return data\n", encoding="utf-8")
+    out, code = _run_in_fork(
+        f"""
+            original = entry.replace_process
+            def spy(module):
+                loaded = [name for name in ("gunicorn", "pydantic") if name in sys.modules]
+                os.environ["AZMLINFSRV_TEST_LOADED"] = ",".join(loaded)
+                original(module)
+            entry.replace_process = spy
+            sys.argv = ["azmlinfsrv", "--entry_script", {str(script)!r}, "--port", "5999"]
+            from azmlinfsrv.main import main
+            main()
+        """
+    )
+    assert code == 0
+    plan = json.loads(out.splitlines()[-1])  # the banner the child printed comes first
+    assert plan["module"] == entry.GUNICORN_MASTER
+    assert plan["environ"]["AZMLINFSRV_TEST_LOADED"] == ""
 
 
 def test_values_that_are_not_utf8_survive_the_hand_over() -> None:

@@ -65,3 +65,28 @@ print(board.least_other(other))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "42"
+
+
+def test_the_loop_is_woken_the_moment_init_settles() -> None:
+    """Requests that arrived during init() wait in the loop; the end of init() must wake it (a byte on its wake
+    pipe), not leave them to the main thread's next tick."""
+    import select
+    import threading
+
+    from azmlinfsrv.servers.loop_worker import EventLoopWorker
+
+    worker = EventLoopWorker.__new__(EventLoopWorker)  # only the two attributes the waiter uses
+    worker._settled_event = threading.Event()
+    worker._wake_r, worker._wake_w = os.pipe()
+    try:
+        waiter = threading.Thread(target=worker._wake_when_settled, daemon=True)
+        waiter.start()
+        assert select.select([worker._wake_r], [], [], 0.2)[0] == []  # nothing before init() ends
+        worker._settled_event.set()
+        waiter.join(5)
+        assert not waiter.is_alive()
+        assert select.select([worker._wake_r], [], [], 5)[0] == [worker._wake_r]
+        assert os.read(worker._wake_r, 16) == b"\0"
+    finally:
+        os.close(worker._wake_r)
+        os.close(worker._wake_w)

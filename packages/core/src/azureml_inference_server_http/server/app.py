@@ -355,9 +355,10 @@ class ScoringApp:
         if lease is None or not lease.claim():
             runner.acquire()
         slot_released = False
+        collect = state.telemetry_on and state.config.mdc_storage_enabled
         try:
             try:
-                kwargs, model_input = run_arguments(script, req)
+                kwargs, model_input = run_arguments(script, req, keep_input=collect)
             except InputError as exc:
                 return self._json(exc.status, exc.message), None
             except HTTPException as exc:  # 413 from a chunked body past the limit, 400 from werkzeug
@@ -391,7 +392,7 @@ class ScoringApp:
         finally:
             if not slot_released:
                 runner.release()
-        if state.telemetry_on and state.config.mdc_storage_enabled:
+        if collect:
             self._collect(ids, model_input, output)
         return self._convert(output, run_ms, ids), run_ms
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -10,6 +11,8 @@ from flask import request as request_proxy
 from werkzeug.exceptions import HTTPException
 
 from . import jsonio
+from .arrays import ArraySpec
+from .arrays import loads_document
 from .user_script import InputMode
 from .user_script import UserScript
 
@@ -83,7 +86,7 @@ def _json_string(request: Request) -> str:
         raise InputError(400, f"Input cannot be decoded as UTF-8: {exc}") from None
 
 
-def _schema_body(request: Request) -> dict[str, Any]:
+def _schema_body(request: Request, array_specs: Mapping[str, ArraySpec] | None) -> dict[str, Any]:
     if request.method == "GET":
         return query_dict(request)
     if not request.is_json:
@@ -91,6 +94,10 @@ def _schema_body(request: Request) -> dict[str, Any]:
     data = read_body(request)
     if not data:
         raise InputError(400, "POST body is empty. Expecting a JSON dictionary.")
+    if array_specs:
+        document = loads_document(data, array_specs)
+        if document is not None:
+            return document
     try:
         body = jsonio.loads(data)
     except jsonio.JSONInputError as exc:
@@ -100,7 +107,7 @@ def _schema_body(request: Request) -> dict[str, Any]:
     return body
 
 
-def _to_numpy(param_type: Any, value: Any) -> Any:
+def to_numpy(param_type: Any, value: Any) -> Any:
     """Convert a JSON list for a NumpyParameterType the fast way, with exactly inference-schema's result.
 
     inference-schema converts row by row in Python (slow for large arrays) unless it is handed an ndarray, which it
@@ -127,20 +134,24 @@ def _to_numpy(param_type: Any, value: Any) -> Any:
     return array
 
 
-def run_arguments(script: UserScript, request: Request) -> tuple[dict[str, Any], Any]:
-    """run()'s keyword arguments and the model input as model data collection records it."""
+def run_arguments(script: UserScript, request: Request, keep_input: bool = False) -> tuple[dict[str, Any], Any]:
+    """run()'s keyword arguments and the model input as model data collection records it.
+
+    ``keep_input`` (model data collection is on): the input is recorded as the JSON values the client sent, so
+    large arrays are not built straight from the text (see arrays.py); the lists are needed anyway.
+    """
     kwargs: dict[str, Any]
     if script.mode is InputMode.RAW:
         kwargs = {script.first_param: request_proxy}
         model_input: Any = None
     elif script.mode is InputMode.SCHEMA:
-        body = _schema_body(request)
+        body = _schema_body(request, None if keep_input else script.array_specs)
         kwargs = {}
         for name in script.input_params:
             if name in body:
                 value = body[name]
                 numpy_type = script.numpy_params.get(name)
-                kwargs[name] = _to_numpy(numpy_type, value) if numpy_type is not None else value
+                kwargs[name] = to_numpy(numpy_type, value) if numpy_type is not None else value
             elif name in script.defaults:
                 # Passed explicitly: inference-schema's wrapper looks decorated parameters up by position.
                 kwargs[name] = script.defaults[name]

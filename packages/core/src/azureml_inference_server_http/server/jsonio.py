@@ -74,7 +74,7 @@ _DIGIT_MASK = bytes(48 if 48 <= i <= 57 else 120 if i in (46, 69, 101) else 32 f
 _LONG_INTEGER = b" " + b"0" * 19
 
 
-def _may_hold_long_integer(raw: bytes) -> bool:
+def may_hold_long_integer(raw: bytes) -> bool:
     masked = raw.translate(_DIGIT_MASK)
     return masked.find(_LONG_INTEGER) != -1 or masked.startswith(_LONG_INTEGER[1:])
 
@@ -83,7 +83,7 @@ def loads(data: bytes | str) -> Any:
     """Parse request JSON under the input policy; raises :class:`JSONInputError` with a clear message."""
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
     try:
-        if not _may_hold_long_integer(raw):
+        if not may_hold_long_integer(raw):
             return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         if "depth limit" in str(exc) or "recursion" in str(exc):

@@ -19,6 +19,8 @@ from ..api import aml_request
 from ..exceptions import UserScriptError
 from ..exceptions import UserScriptException
 from ..exceptions import UserScriptImportException
+from .arrays import ArraySpec
+from .arrays import array_specs
 
 logger = logging.getLogger("azmlinfsrv.user_script")
 
@@ -52,6 +54,8 @@ class UserScript:
     defaults: dict[str, Any] = field(default_factory=dict)  # parameters that have a default value
     # @input_schema parameters declared with inference-schema's NumpyParameterType, by name (see inputs.py)
     numpy_params: dict[str, Any] = field(default_factory=dict)
+    # Those of them whose large arrays are parsed straight into numpy arrays (see arrays.py)
+    array_specs: dict[str, ArraySpec] = field(default_factory=dict)
 
     @property
     def first_param(self) -> str:
@@ -211,6 +215,7 @@ def analyse(module: types.ModuleType, path: str | None) -> UserScript:
     else:
         mode = InputMode.JSON_STRING
         logger.info("run() is not decorated. Server will invoke it with the input in JSON string.")
+    numpy_params = _numpy_params(run) if mode is InputMode.SCHEMA else {}
     return UserScript(
         path=path,
         module=module,
@@ -220,7 +225,8 @@ def analyse(module: types.ModuleType, path: str | None) -> UserScript:
         input_params=params,
         wants_request_headers=wants_headers,
         defaults={name: p.default for name, p in signature.parameters.items() if p.default is not p.empty},
-        numpy_params=_numpy_params(run) if mode is InputMode.SCHEMA else {},
+        numpy_params=numpy_params,
+        array_specs=array_specs(numpy_params),
     )
 
 

@@ -32,6 +32,7 @@ from azureml_inference_server_http.config import format_config_error
 from azureml_inference_server_http.exceptions import ConfigError
 from azureml_inference_server_http.exceptions import ConfigFileError
 from azureml_inference_server_http.server import app as app_module
+from azureml_inference_server_http.server import arrays
 from azureml_inference_server_http.server import create_app
 from azureml_inference_server_http.server import jsonio
 from azureml_inference_server_http.server.app import get_state
@@ -39,6 +40,7 @@ from azureml_inference_server_http.server.cors import CorsPolicy
 from azureml_inference_server_http.server.inputs import InputError
 from azureml_inference_server_http.server.inputs import query_dict
 from azureml_inference_server_http.server.inputs import run_arguments
+from azureml_inference_server_http.server.inputs import to_numpy
 from flask import Flask
 from flask import Request
 from werkzeug.datastructures import Headers
@@ -251,6 +253,56 @@ def target_run_arguments(data: bytes) -> None:
         raise FuzzFailure(f"run() would get {sorted(kwargs)}, expected {sorted(expected)}")
     if not decorated and not isinstance(kwargs[script.first_param], str):
         raise FuzzFailure("an undecorated run() must get a str")
+
+
+# --- numeric arrays built in pieces --------------------------------------------------------------------
+
+_ARRAY_SAMPLES = ("float64 2-d", "int64 1-d", "float32 3-d", "bool 2-d", "complex 1-d")
+
+
+@cache
+def _array_param(name: str, enforce_shape: bool) -> Any:
+    import numpy as np
+    from inference_schema.parameter_types.numpy_parameter_type import NumpyParameterType
+
+    samples = {
+        "float64 2-d": np.zeros((2, 3)),
+        "int64 1-d": np.zeros(3, dtype=np.int64),
+        "float32 3-d": np.zeros((1, 2, 2), dtype=np.float32),
+        "bool 2-d": np.zeros((2, 2), dtype=np.bool_),
+        "complex 1-d": np.zeros(2, dtype=np.complex128),
+    }
+    return NumpyParameterType(samples[name], enforce_shape=enforce_shape)
+
+
+def target_numeric_arrays(data: bytes) -> None:
+    """An array built a piece at a time (arrays.py) is exactly the array the whole-document path builds from the
+    same body, and the rest of the document is the same; a body that path would refuse is never built."""
+    import numpy as np
+
+    fi = FuzzInput(data)
+    param = _array_param(fi.pick(_ARRAY_SAMPLES), fi.flag())
+    piece_bytes = fi.int_in(0, 40)
+    body = fi.rest()
+    got = arrays.loads_document(body, arrays.array_specs({"data": param}), min_bytes=0, piece_bytes=piece_bytes)
+    if got is None:
+        return
+    try:
+        expected = jsonio.loads(body)
+    except jsonio.JSONInputError as exc:
+        raise FuzzFailure(f"built an array from a body the policy refuses: {exc}") from None
+    if not isinstance(expected, dict) or list(expected) != list(got):
+        raise FuzzFailure(f"document differs: {list(got)} against {expected!r:.200}")
+    for key, value in expected.items():
+        if key == "data":
+            usual = to_numpy(param, value)
+            array = got[key]
+            if not isinstance(usual, np.ndarray):
+                raise FuzzFailure(f"built an array where the usual path leaves {usual!r:.200} to inference-schema")
+            if usual.dtype != array.dtype or usual.shape != array.shape or not np.array_equal(usual, array, True):
+                raise FuzzFailure(f"arrays differ: {array!r:.200} against {usual!r:.200}")
+        elif got[key] != value:
+            raise FuzzFailure(f"value of {key!r} differs: {got[key]!r:.200} against {value!r:.200}")
 
 
 # --- request ids ---------------------------------------------------------------------------------------
@@ -638,6 +690,7 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "json_loads": target_json_loads,
     "query": target_query,
     "run_arguments": target_run_arguments,
+    "numeric_arrays": target_numeric_arrays,
     "request_ids": target_request_ids,
     "cors": target_cors,
     "config": target_config,
@@ -671,6 +724,12 @@ SEEDS: dict[str, list[bytes]] = {
         b"\x00\x01\x00\x01\x00\x00" + b"hello",
         b"\x01\x00\x00\x00\x00\x00",
         b"\x01\x01\x00\x01\x00\x00[1,2]",
+    ],
+    "numeric_arrays": [
+        b"\x00\x01\x03" + b'{"x": "]", "data": [[1.5, -2e3, 0], [4, 5, 6], [7, 8, 9]], "y": [1]}',
+        b"\x01\x00\x00" + b'{"data": [1, 2, 3,\n 4, 5]}',
+        b"\x02\x01\x05" + b'{"data": [[[1, 2], [3, 4]], [[5, 6], [7, 8]]]}',
+        b"\x00\x01\x01" + b'{"data": [[1, 2, 3], [4, 5, 6],], "data": [[1, 2, 3]]}',
     ],
     "request_ids": [b"\x01\x05\x00" * 4, b"\x01\x04\x00\x01\x05\x00\x00\x00\x01\x07\x20" + b"x" * 32],
     "cors": [b"\x02\x01\x00\x01\x01\x01\x00\x00", b"\x01\x01\x0c\x01\x05\x01\x01\x01\x01ab"],

@@ -176,6 +176,20 @@ def test_telemetry_model_data_collection(ingestion: FakeIngestion, launch: Launc
     assert json.loads(data["properties"]["Prediction"]) == {"echo": {"param1": "hello"}}
 
 
+def test_model_data_collection_records_a_large_array_as_sent(ingestion: FakeIngestion, launch: Launcher) -> None:
+    """Large numpy inputs are normally built straight from the JSON text (arrays.py); with model data collection on,
+    the input is still recorded as the JSON the client sent, not as an array json.dumps() cannot encode."""
+    server = start(launch, RESOURCES / "swagger_score.py", telemetry_env(ingestion, AML_MDC_STORAGE_ENABLED="true"))
+    values = [index + 0.25 for index in range(20000)]  # about 180 KB of JSON
+    client_id = f"client-{uuid.uuid4()}"
+    response = call(server, "POST", "/score", {"data": values}, {"x-ms-client-request-id": client_id})
+    assert response.status_code == 200
+    assert response.json() == [sum(values)]
+    [item] = ingestion.wait_for(with_client_id(client_id, "trace"), timeout=DELIVERY_TIMEOUT)
+    recorded = item["data"]["baseData"]["properties"]["Input"]
+    assert recorded.startswith('{"data": [0.25, 1.25, 2.25, ')  # cut at the property limit
+
+
 def test_telemetry_response_value_can_be_switched_off(ingestion: FakeIngestion, launch: Launcher) -> None:
     server = start(launch, SCORE, telemetry_env(ingestion, APP_INSIGHTS_LOG_RESPONSE_ENABLED="false"))
     client_id = f"client-{uuid.uuid4()}"

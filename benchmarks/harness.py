@@ -59,6 +59,9 @@ HOST = "127.0.0.1"
 WRK_INSTALL_HINT = "apt-get update && apt-get install -y wrk"
 PIP_TIMEOUT_S = 900.0
 STARTUP_TIMEOUT_S = 60.0
+# A single launch's start-up time moves by +-30 % on this kind of machine (a launch right after the other target's
+# load window is often the slow one); each round's figure is the median of this many launches.
+STARTUP_SAMPLES = 3
 STOP_TIMEOUT_S = 10.0
 WRK_TIMEOUT = "10s"
 SETTLE_S = 0.3
@@ -644,7 +647,9 @@ def run_config(
     log_path = WORK / "logs" / f"r{round_index}-{target.name}-{config.workload}-w{config.workers}.log"
     server = Server(target, config, log_path)
     try:
-        record.startup_s = server.start()
+        record.startup_s = statistics.median(
+            [_startup_only(target, config, log_path, sample) for sample in range(1, STARTUP_SAMPLES)] + [server.start()]
+        )
         body = bodies[config.workload].read_bytes()
         status, content_type, answer = _request(server.port, "POST", "/score", body, workload.content_type, 60.0)
         problem = f"status {status}" if status != 200 else workload.check(body, answer, content_type)
@@ -707,9 +712,18 @@ def run_config(
     return record, cells
 
 
+def _startup_only(target: Target, config: ServerConfig, log_path: Path, sample: int) -> float:
+    """One more launch of the same server, timed to its first healthy probe and stopped."""
+    server = Server(target, config, log_path.with_name(f"{log_path.stem}-start{sample}.log"))
+    try:
+        return server.start()
+    finally:
+        server.stop()
+
+
 def estimate_seconds(config: ServerConfig, settings: Settings) -> float:
-    # Start-up, check, warm-up, settles and stop: a rough but pessimistic allowance per server start.
-    return 3.0 + settings.warmup + len(config.conns) * (settings.duration + 2 * SETTLE_S)
+    # Start-ups, check, warm-up, settles and stop: a rough but pessimistic allowance per configuration.
+    return 2.0 * STARTUP_SAMPLES + 1.0 + settings.warmup + len(config.conns) * (settings.duration + 2 * SETTLE_S)
 
 
 def measure(
@@ -1001,7 +1015,8 @@ def write_report(results: Results, path: Path, chart: Path | None) -> None:
         "`pip install ./packages/core ./packages/cli ./packages/appinsights ./packages/testing numpy`. "
         "For every workload and worker count the harness starts `azmlinfsrv --entry_script "
         "benchmarks/workloads/<name>.py --port <free port> --worker_count N` in a session of its own, waits for "
-        "`GET /` to answer 200 (the start-up time), checks one answer, warms up, then runs "
+        f"`GET /` to answer 200 (the start-up time: the median of {STARTUP_SAMPLES} such launches, the others stopped "
+        "once healthy), checks one answer, warms up, then runs "
         "`wrk -t1 -c<conns> --latency` against `POST http://127.0.0.1:<port>/score` with the body written by "
         "`benchmarks/bodies.py` (`benchmarks/post.lua`). It samples the summed RSS of the whole process tree "
         "every 0.1 s, counts the bytes of stdout and stderr written during the measured windows, and stops the "
@@ -1088,7 +1103,8 @@ def write_report(results: Results, path: Path, chart: Path | None) -> None:
         lines.append(row)
     lines += [
         "",
-        "Start-up is from process launch to the first `GET /` that answers 200. Peak RSS sums every process of "
+        f"Start-up is from process launch to the first `GET /` that answers 200, the median of {STARTUP_SAMPLES} "
+        "launches per round. Peak RSS sums every process of "
         "the server's session (shared pages counted once per process). Log bytes are stdout plus stderr during the "
         "measured windows, divided by the requests served. CPU is user plus system time of the server's processes "
         "during the measured windows, divided by the requests served.",

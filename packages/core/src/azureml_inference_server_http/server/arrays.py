@@ -46,11 +46,12 @@ class ArraySpec:
     key: re.Pattern[bytes]  # where the parameter's value starts: '"name" :' followed by '['
 
     def accepts(self, array: Any) -> bool:
-        """The shape check of ``inputs.to_numpy``: the same dimensions as the sample, any number of rows."""
-        expected = self.shape
-        if expected is None:
-            return True
-        return bool(array.ndim == len(expected) and all(array.shape[d] == expected[d] for d in range(1, len(expected))))
+        return self.shape is None or fits_sample_shape(array, self.shape)
+
+
+def fits_sample_shape(array: Any, expected: tuple[int, ...]) -> bool:
+    """inference-schema's enforced shape: the sample's number of dimensions and sizes, any number of rows."""
+    return bool(array.ndim == len(expected) and all(array.shape[d] == expected[d] for d in range(1, len(expected))))
 
 
 def array_specs(numpy_params: Mapping[str, Any]) -> dict[str, ArraySpec]:

@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 
 from . import jsonio
 from .arrays import ArraySpec
+from .arrays import fits_sample_shape
 from .arrays import loads_document
 from .user_script import InputMode
 from .user_script import UserScript
@@ -127,10 +128,8 @@ def to_numpy(param_type: Any, value: Any) -> Any:
         array = np.array(value, dtype=dtype if getattr(param_type, "enforce_column_type", True) else None)
     except (ValueError, TypeError, OverflowError):
         return value
-    if getattr(param_type, "enforce_shape", True):
-        expected = sample.shape
-        if array.ndim != len(expected) or any(array.shape[d] != expected[d] for d in range(1, len(expected))):
-            return value
+    if getattr(param_type, "enforce_shape", True) and not fits_sample_shape(array, sample.shape):
+        return value
     return array
 
 

@@ -1,7 +1,9 @@
-"""Every automation of the project: lint, typecheck, tests, core_only, e2e, and on demand bench, docs, fuzz.
+"""Every automation of the project: lint, typecheck, tests, core_only, release, docs_tests, and on demand more.
 
-``nox`` runs the default sessions (what CI runs); ``nox -s NAME`` runs one. Local packages are always installed
-from this checkout in one resolver call, so the index's ``azureml-inference-server-http`` (upstream) is never used.
+``python3 tools/run_nox.py`` runs the default sessions (what CI runs) with pinned nox and uv, on any Python 3.10+;
+``python3 tools/run_nox.py -s NAME`` runs one (plain ``nox`` works too where it is installed). Local packages are
+always installed from this checkout, editable in one resolver call or as the wheels that ``release`` builds, so the
+index's ``azureml-inference-server-http`` (upstream) is never used.
 """
 
 from __future__ import annotations
@@ -20,8 +22,22 @@ PYTHONS = nox.project.python_versions(PYPROJECT)
 DEFAULT_PYTHON = "3.11"
 PACKAGES = ("core", "cli", "appinsights", "testing")
 DEV = PYPROJECT["dependency-groups"]["dev"]
+DOCS_TEST_DEPS = ("kubernetes-validate", "pyyaml")
+DIST = ROOT / "dist"
+# Run in the release environment: every package must come from the installed wheels, not from this checkout.
+IMPORTED_FROM_SITE_PACKAGES = """
+import importlib, pathlib, sys
+root = pathlib.Path.cwd().resolve()
+for name in ("azureml_inference_server_http", "azmlinfsrv", "azmlinfsrv_appinsights", "azmlinfsrv_testing"):
+    path = pathlib.Path(importlib.import_module(name).__file__).resolve()
+    if root in path.parents and ".nox" not in path.parts:
+        sys.exit(f"{name} is imported from the checkout ({path}), not from the installed wheel")
+"""
 
-nox.options.default_venv_backend = "venv"
+# uv creates and fills an environment in seconds where venv and pip take a minute; venv where uv is missing.
+nox.options.default_venv_backend = "uv|venv"
+# uv must use the interpreters installed here, never download one: the suite tests the Pythons users have.
+os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
 nox.options.reuse_existing_virtualenvs = True
 # CI must test every supported Python; a developer without some of them gets those sessions skipped.
 nox.options.error_on_missing_interpreters = bool(os.environ.get("CI"))
@@ -83,11 +99,48 @@ def core_only(session: nox.Session) -> None:
     session.run("pytest", "packages/core/tests", *session.posargs)
 
 
-@nox.session(python=DEFAULT_PYTHON)
+@nox.session(python=DEFAULT_PYTHON, default=False)
 def e2e(session: nox.Session) -> None:
-    """Real azmlinfsrv processes over HTTP on 127.0.0.1."""
+    """Real azmlinfsrv processes over HTTP on 127.0.0.1, from the checkout (CI runs them on the wheels: release)."""
     install_local(session, *PACKAGES)
     session.run("pytest", "tests/e2e", *session.posargs, env={"PYTHONFAULTHANDLER": "1"})
+
+
+@nox.session(python=DEFAULT_PYTHON, default=False)
+def build(session: nox.Session) -> None:
+    """sdist and wheel of the five distributions into dist/, checked (twine check --strict, tools/check_dists.py).
+
+    Not a default session of its own: ``release`` requires it, so every default run builds and checks once.
+    """
+    shutil.rmtree(DIST, ignore_errors=True)
+    session.install("build[uv]>=1.2", "twine>=6.1")
+    installer = ("--installer", "uv") if shutil.which("uv", path=session.bin) or shutil.which("uv") else ()
+    for folder in (ROOT, *(ROOT / "packages" / package for package in PACKAGES)):
+        session.run("python", "-m", "build", *installer, "--outdir", str(DIST), str(folder))
+    session.run("twine", "check", "--strict", *map(str, sorted(DIST.iterdir())))
+    session.run("python", "tools/check_dists.py", str(DIST))
+
+
+@nox.session(python=DEFAULT_PYTHON, requires=["build"], reuse_venv=False)
+def release(session: nox.Session) -> None:
+    """What users install: the built wheels alone in a fresh environment, with the e2e, docs and examples tests.
+
+    One install call takes the five wheels (never the checkout, never the index's upstream package) and the test
+    dependencies; the session fails if any package would still be imported from the checkout.
+    """
+    wheels = sorted(str(path) for path in DIST.glob("*.whl"))
+    if len(wheels) != len(PACKAGES) + 1:
+        session.error(f"expected {len(PACKAGES) + 1} wheels in {DIST}, found {len(wheels)}: run the build session")
+    session.install(*wheels, *DEV, *DOCS_TEST_DEPS)
+    session.run("python", "-c", IMPORTED_FROM_SITE_PACKAGES, silent=True)
+    session.run(
+        "pytest",
+        "tests/e2e",
+        "tests/docs",
+        "examples",
+        *session.posargs,
+        env={"PYTHONFAULTHANDLER": "1"},
+    )
 
 
 @nox.session(python=DEFAULT_PYTHON, default=False)
@@ -130,17 +183,20 @@ def docs(session: nox.Session) -> None:
     session.run("mkdocs", "build", "--strict", "--site-dir", str(ROOT / "site"))
 
 
-@nox.session(python=DEFAULT_PYTHON)
+@nox.session(python=DEFAULT_PYTHON, default=False)
 def docs_tests(session: nox.Session) -> None:
-    """The docs cover every flag, variable and config key; the deploy files and examples match the server."""
-    install_local(session, *PACKAGES, extra=("kubernetes-validate", "pyyaml"))
+    """The docs cover every flag, variable and config key; the deploy files and examples match the server.
+
+    From the checkout; CI runs the same tests on the built wheels (release).
+    """
+    install_local(session, *PACKAGES, extra=DOCS_TEST_DEPS)
     session.run("pytest", "tests/docs", *session.posargs)
 
 
 def _install_atheris(session: nox.Session) -> None:
     """atheris has wheels for the Pythons CI uses; where it cannot be installed the parser targets run under
     hypothesis instead (tests/fuzz/fuzz_main.py), so a failed install is reported, not fatal."""
-    session.run("python", "-m", "pip", "install", "--quiet", "atheris>=2.3", success_codes=[0, 1])
+    session.install("atheris>=2.3", success_codes=[0, 1, 2])
 
 
 @nox.session(python=DEFAULT_PYTHON, default=False)

@@ -143,7 +143,7 @@ def ci_nox_sessions() -> set[str]:
     """The nox sessions the workflow runs, with ``${{ matrix.* }}`` expanded."""
     named: set[str] = set()
     for command in _ci_commands():
-        match = re.search(r"\bnox (?:--session|-s) (.+)$", command)
+        match = re.search(r"\b(?:nox|tools/run_nox\.py) (?:--session|-s) (.+)$", command)
         if not match:
             continue
         text = re.sub(r"\$\{\{\s*matrix\.(\w+)\s*\}\}", r"@matrix.\1@", match.group(1))

@@ -1,4 +1,4 @@
-"""Timeouts, probes, limits, crashes and drain, in every worker model (docs/guarantees.md#r1 to #r6)."""
+"""Timeouts, probes, limits, crashes and drain, in every worker model (R1 to R6 of docs/guarantees.md)."""
 
 from __future__ import annotations
 

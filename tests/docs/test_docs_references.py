@@ -23,7 +23,7 @@ from .conftest import ROOT
 # Documents that exist outside the repository; a reference to one cannot be followed from a clone.
 OUTSIDE_DOCUMENT = re.compile(
     r"\b(?:BEHAVIOR|RELIABILITY|WORKER-STUDY|PERFORMANCE)\.md\b"  # planning documents
-    r"|(?:\bwork/|(?<![\w/.-]))shared[/]"  # the folder they live in
+    r"|(?<![\w.-])(?:/[\w.-]+)*/shared[/]|(?<![\w/.-])shared[/]"  # the folder they live in, absolute or relative
 )
 # docs/<page>.md, with an optional #anchor, anywhere in a scanned file.
 DOCS_REFERENCE = re.compile(r"(?<![\w/.-])docs/([\w-]+(?:/[\w-]+)*\.md)(?:#([\w-]*))?")
@@ -288,7 +288,8 @@ def test_a_repository_with_resolving_references_has_no_problems(tmp_path: Path) 
         ("pkg/c.py", "# the server never stalls (R99)\n", "R99 has no heading in docs/guarantees.md"),
         ("pkg/d.py", 'MESSAGE = "W15 is not defined"\n', "W15 has no heading in docs/guarantees.md"),
         ("noxfile.py", '"""Rules of BEHAVIOR' + '.md §2.3."""\n', "which is not in the repository"),
-        (".ci/run", "cat /work/" + "shared/x\n", "which is not in the repository"),
+        (".ci/run", "cat /srv/team/" + "shared/x\n", "which is not in the repository"),
+        ("tools/t.py", "# as shared" + "/notes.md says\n", "which is not in the repository"),
         ("deploy/Dockerfile", "# per RELIABILITY" + ".md\n", "which is not in the repository"),
         ("docs/page.md", "[broken](compatibility.md#nowhere)\n", "docs/compatibility.md has no anchor #nowhere"),
         ("docs/other.md", "[self](#missing-section)\n\n## Present\n", "docs/other.md has no anchor #missing-section"),
@@ -301,6 +302,11 @@ def test_a_broken_reference_is_reported(tmp_path: Path, name: str, content: str,
     assert len(problems) == 1, problems
     assert problems[0].path == name
     assert expected in problems[0].message
+
+
+def test_a_project_folder_named_shared_is_not_an_outside_document(tmp_path: Path) -> None:
+    root = _tree(tmp_path, {**GOOD_DOCS, "pkg/m.py": "# see packages/shared/util.py\n"})
+    assert find_problems(root) == []
 
 
 def test_code_outside_comments_and_strings_is_not_read_as_a_code(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ Run through ``nox -s reliability`` (quick) or ``nox -s reliability -- --long``. 
 1.5.1 under gunicorn sync workers; ours under gunicorn with one run() thread, with ``--threads 4``, and under
 waitress) real servers are started on 127.0.0.1 with the score script ``tools/reliability_scripts/behaviours.py``
 and measured from the client side: start-up, the scoring timeout, liveness while run() is busy, the body limit,
-SIGTERM with requests in flight, sustained load (RELIABILITY.md R1), worker recycling (R19) and a crash in run().
+SIGTERM with requests in flight, sustained load (docs/guarantees.md#r1), worker recycling (R19) and a crash in run().
 
 Every server runs in its own process group and is stopped by that id (SIGTERM, then SIGKILL after a bound); every
 loop is bounded in time and count. Only the section between the markers in docs/reliability.md is rewritten.

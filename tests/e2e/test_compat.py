@@ -1,4 +1,4 @@
-"""Upstream's observable behaviour through a real azmlinfsrv process (BEHAVIOR.md §1, §4, §5, §7, §11.3)."""
+"""Upstream's observable behaviour through a real azmlinfsrv process (docs/compatibility.md#lifecycle)."""
 
 from __future__ import annotations
 

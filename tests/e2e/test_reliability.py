@@ -1,4 +1,4 @@
-"""Timeouts, probes, limits, crashes and drain, in every worker model (RELIABILITY.md R1-R6, issue 6 and 7)."""
+"""Timeouts, probes, limits, crashes and drain, in every worker model (R1 to R6 of docs/guarantees.md)."""
 
 from __future__ import annotations
 

@@ -171,7 +171,8 @@ def test_telemetry_model_data_collection(ingestion: FakeIngestion, launch: Launc
         "Input",
         "Prediction",
     }
-    # compat: undecorated run() gets a JSON string, so Input is that string JSON-encoded again (BEHAVIOR.md §9.3).
+    # compat: undecorated run() gets a JSON string, so Input is that string JSON-encoded again.
+    # See docs/compatibility.md#model-data-collection.
     assert json.loads(json.loads(data["properties"]["Input"])) == {"param1": "hello"}
     assert json.loads(data["properties"]["Prediction"]) == {"echo": {"param1": "hello"}}
 

@@ -1,4 +1,4 @@
-"""Request-smuggling probes (RELIABILITY.md R13): raw bytes on one connection, and what came back.
+"""Request-smuggling probes (docs/guarantees.md#r13): raw bytes on one connection, and what came back.
 
 Every probe is built so that, under one plausible reading of its framing, a second request (the *canary*) is part of
 the first request's body, and under another reading it is a request of its own. A server that answers the canary

@@ -313,7 +313,7 @@ _ID_HEADERS = (c.HEADER_REQUEST_ID, c.HEADER_LEGACY_REQUEST_ID, c.HEADER_CLIENT_
 
 
 def _expected_ids(sent: dict[str, str]) -> tuple[str | None, dict[str, str]]:
-    """BEHAVIOR.md §2.3 written out as a table walk: (431 message or None, ids that are accepted)."""
+    """docs/compatibility.md#request-ids written out as a table walk: (431 message or None, ids that are accepted)."""
     limit = c.HEADER_LIMIT
     request_id = sent.get(c.HEADER_REQUEST_ID)
     if request_id is not None and len(request_id) > limit:
@@ -577,7 +577,7 @@ def _check_response(status: int, headers: Headers, body: bytes, method: str, dec
             raise FuzzFailure(f"response header {name!r}: {value!r} carries a control character")
     if status >= 500:
         user_error = headers.get(c.HEADER_RUN_FUNCTION_FAILED) == "True"
-        # A decorated run() gets inference-schema's conversion errors as user errors (BEHAVIOR.md §2.4).
+        # A decorated run() gets inference-schema's conversion errors as user errors (docs/compatibility.md#score).
         if not (decorated and user_error):
             raise FuzzFailure(f"server error {status}: {body[:200]!r}\n{_FormatEveryRecord.last_traceback}")
     content_type = headers.get("Content-Type", "")

@@ -1,6 +1,6 @@
 """R15: the CORS matrix. Every origin setting against every kind of Origin, on every route, in-process and over HTTP.
 
-The rules checked (RELIABILITY.md W12/R15, BEHAVIOR.md §10.1):
+The rules checked (docs/guarantees.md#w12, docs/guarantees.md#r15, docs/compatibility.md#cors):
 
 * CORS is off when the setting is unset or empty;
 * an origin is allowed only when it equals a configured entry, ignoring ASCII case and a trailing ``/``; ``*``

@@ -65,8 +65,9 @@ def test_id_headers_at_and_over_the_limit(decorated_server: ServerProcess, path:
             assert refused.headers.get(name) != value, f"{name} echoed although refused"
 
 
-# gunicorn's limits: 8190 bytes per header field, 100 fields (BEHAVIOR.md §2.4). waitress has one limit, 256 KiB for
-# the whole header block, so below that it accepts what gunicorn refuses; both must refuse beyond their limits.
+# gunicorn's limits: 8190 bytes per header field, 100 fields (docs/compatibility.md#score). waitress has one
+# limit, 256 KiB for the whole header block, so below that it accepts what gunicorn refuses; both must refuse
+# beyond their limits.
 @pytest.mark.parametrize(
     ("name", "headers", "refused_by"),
     [

@@ -102,7 +102,8 @@ def test_cors_entry_is_not_case_folded_beyond_ascii() -> None:
 def test_decorated_schema_violating_value_is_a_user_script_error(decorated_app: Flask) -> None:
     """schemathesis (not_a_server_error): a value of the wrong type for an ``@input_schema`` parameter is refused
     by inference-schema inside the decorator. compat: upstream 1.5.1 answers this 500 "An unexpected error occurred
-    in scoring script" with ``x-ms-run-function-failed: True`` (BEHAVIOR.md §3.5), and clients rely on the flag; kept.
+    in scoring script" with ``x-ms-run-function-failed: True``, and clients rely on the flag; kept
+    (docs/compatibility.md#schema-mode).
     What must never happen is a server error: the failure is attributed to the script, and the worker lives."""
     body = {"data": [[1.0, 2.0, 3.0]], "label": "a", "scale": {}}
     client = decorated_app.test_client()
@@ -115,9 +116,10 @@ def test_decorated_schema_violating_value_is_a_user_script_error(decorated_app: 
     assert client.post("/score", json={"data": [[1.0, 2.0, 3.0]], "label": "a"}).status_code == 200
 
 
-# Findings 9 to 14 are inaccuracies of upstream's /swagger.json, kept byte for byte (compat, BEHAVIOR.md §8). Each
-# test below checks the point against /openapi.json, our exact document, and the server's actual answer;
-# test_swagger_is_still_upstreams_document checks that /swagger.json still has all of them.
+# Findings 9 to 14 are inaccuracies of upstream's /swagger.json, kept byte for byte (compat,
+# docs/compatibility.md#swagger). Each test below checks the point against /openapi.json, our exact document, and
+# the server's actual answer; test_swagger_is_still_upstreams_document checks that /swagger.json still has all of
+# them.
 
 
 def test_openapi_health_declares_the_content_type_it_returns(undecorated_app: Flask) -> None:
@@ -196,7 +198,10 @@ def test_openapi_undecorated_input_allows_what_the_server_accepts(undecorated_ap
 
 
 def test_swagger_is_still_upstreams_document(undecorated_app: Flask, decorated_app: Flask) -> None:
-    """compat: ``/swagger.json`` keeps every inaccuracy above, as upstream 1.5.1 serves it (BEHAVIOR.md §8.3)."""
+    """compat: ``/swagger.json`` keeps every inaccuracy above, as upstream 1.5.1 serves it.
+
+    See docs/compatibility.md#generated-swagger.
+    """
     v2, v3 = _document(undecorated_app, "2"), _document(undecorated_app, "3")
     # 9: GET / declared as application/json (v2) and text/plain (v3)
     assert v2["produces"] == ["application/json"] and "produces" not in v2["paths"]["/"]["get"]

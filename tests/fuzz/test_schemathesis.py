@@ -6,8 +6,9 @@ tested with three documents fetched from the server, so each is exactly what cli
 * ``/openapi.json``, our OpenAPI 3.1 description of what the server really answers: **every** check, and any failure
   fails the test;
 * ``/swagger.json`` in Swagger 2.0 (its default) and OpenAPI 3.0: upstream's document, kept byte for byte for
-  compatibility (BEHAVIOR.md §8). Upstream's document is wrong in ways that some checks report every time, so those
-  checks are left out of these runs (see ``SWAGGER_EXCLUDED``); the regression tests pin each inaccuracy instead.
+  compatibility (docs/compatibility.md#swagger). Upstream's document is wrong in ways that some checks report
+  every time, so those checks are left out of these runs (see ``SWAGGER_EXCLUDED``); the regression tests pin each
+  inaccuracy instead.
 
 One change is made to the swagger documents first: their ``security`` requirements are removed. They describe the
 Bearer check of Azure ML's front end; this server never authenticates (by design), so schemathesis's auth checks

@@ -63,7 +63,7 @@ def test_smuggling_probe(smuggling_server: ServerProcess, probe: Probe, fuzz_res
         assert len(outcome.responses) == 2, f"the detector must see both pipelined responses: {described}"
         return
     assert not was_smuggled, f"second response for a smuggled request: {described}"
-    assert not server_error, f"5xx for a malformed request (RELIABILITY.md W4: never 500 for any input): {described}"
+    assert not server_error, f"5xx for a malformed request (docs/guarantees.md#w4): {described}"
     assert not kept_open, f"connection kept open after a response to ambiguous framing (RFC 9112 §6.3): {described}"
 
 

@@ -43,7 +43,7 @@ def test_resolve_target_endpoint_suffix_and_location() -> None:
 
 
 def test_resolve_target_accepts_upper_case_keys() -> None:
-    # compat: upstream's CLI check is case-insensitive (BEHAVIOR.md §5.4).
+    # compat: upstream's CLI check is case-insensitive (docs/compatibility.md#cli-checks).
     assert resolve_target(KEY.upper(), None).instrumentation_key == KEY.upper()
 
 

@@ -1,4 +1,7 @@
-"""What reaches the ingestion endpoint: request, exception, trace and model data items (BEHAVIOR.md §9)."""
+"""What reaches the ingestion endpoint: request, exception, trace and model data items.
+
+See docs/compatibility.md#telemetry.
+"""
 
 from __future__ import annotations
 
@@ -121,7 +124,8 @@ def test_exception_item_carries_the_ids_and_the_cause_chain(
         telemetry.exception(exc, "req-9", "client-9")
     [item] = ingestion.wait_for(of_kind("exception"), timeout=10)
     base = item["data"]["baseData"]
-    # compat: exactly the three id properties (BEHAVIOR.md §9.4, upstream test_appinsights_exception).
+    # compat: exactly the three id properties, as upstream's test_appinsights_exception checks.
+    # See docs/compatibility.md#exception-telemetry.
     assert base["properties"] == {"Container Id": "container-7", "Request Id": "req-9", "Client Request Id": "client-9"}
     assert base["severityLevel"] == 3
     outer, inner_detail = base["exceptions"]
@@ -217,7 +221,8 @@ def test_model_data_item_has_upstreams_eight_properties(
     [item] = ingestion.wait_for(of_kind("trace"), timeout=10)
     base = item["data"]["baseData"]
     assert base["message"] == "model_data_collection"
-    # compat: the input is JSON-encoded again, as upstream does in undecorated mode (BEHAVIOR.md §9.3).
+    # compat: the input is JSON-encoded again, as upstream does in undecorated mode.
+    # See docs/compatibility.md#model-data-collection.
     assert base["properties"] == {
         "Container Id": "container-7",
         "Request Id": "req-m",

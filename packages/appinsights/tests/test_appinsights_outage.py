@@ -1,4 +1,4 @@
-"""Telemetry never slows requests down when the ingestion endpoint is down or hanging (RELIABILITY.md R20).
+"""Telemetry never slows requests down when the ingestion endpoint is down or hanging (docs/guarantees.md#r20).
 
 Two levels. First, the calls core makes on every request (``request()``, ``exception()``, a log record) return in
 microseconds with the endpoint refusing, failing or hanging; the queue stays bounded and every drop is counted.

@@ -1,4 +1,4 @@
-"""The instrumentation key appears only in each envelope's ``iKey`` field, never in logs (RELIABILITY.md R16)."""
+"""The instrumentation key appears only in each envelope's ``iKey`` field, never in logs (docs/guarantees.md#r16)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Settings from the environment and config.json (BEHAVIOR.md §6)."""
+"""Settings from the environment and config.json (docs/compatibility.md#configuration)."""
 
 from __future__ import annotations
 

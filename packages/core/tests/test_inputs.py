@@ -1,4 +1,4 @@
-"""How requests become run()'s arguments in the three input modes (BEHAVIOR.md §3.4-§3.7)."""
+"""How requests become run()'s arguments in the three input modes (docs/compatibility.md#input-modes)."""
 
 from __future__ import annotations
 

@@ -256,7 +256,7 @@ def test_openapi_swagger_route_lists_the_versions_served(client: MakeClient, tmp
     parameter = _get(client, ECHO)["paths"]["/swagger.json"]["get"]["parameters"][0]
     assert parameter["schema"]["enum"] == ["2", "2.0", "3", "3.0", "3.1"]
     assert parameter["required"] is False
-    # A user document in AML_APP_ROOT is served as it is, whatever JSON it holds (BEHAVIOR.md §8.2).
+    # A user document in AML_APP_ROOT is served as it is, whatever JSON it holds (docs/compatibility.md#user-swagger).
     (tmp_path / "swagger.json").write_text('"a string"', encoding="utf-8")
     ok = _get(client, ECHO)["paths"]["/swagger.json"]["get"]["responses"]["200"]
     assert ok["content"]["application/json"]["schema"] == {}

@@ -1,4 +1,4 @@
-"""run() results as responses (BEHAVIOR.md §3.8, §3.10; issue: strict JSON and numpy/pandas results)."""
+"""run() results as responses (docs/compatibility.md#run-results; strict JSON, numpy and pandas results)."""
 
 from __future__ import annotations
 

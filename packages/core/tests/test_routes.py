@@ -1,4 +1,4 @@
-"""Routes, request ids and the headers every response of upstream's routes carries (BEHAVIOR.md §2)."""
+"""Routes, request ids and the headers every response of upstream's routes carries (docs/compatibility.md#http)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""GET /swagger.json (BEHAVIOR.md §8)."""
+"""GET /swagger.json (docs/compatibility.md#swagger)."""
 
 from __future__ import annotations
 

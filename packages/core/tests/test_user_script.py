@@ -1,4 +1,4 @@
-"""Loading entry scripts and analysing run() (BEHAVIOR.md §3.1-§3.3, §4)."""
+"""Loading entry scripts and analysing run() (docs/compatibility.md#score-script)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Prints the environment variables a score script sees (BEHAVIOR.md §10.5)."""
+"""Prints the environment variables a score script sees (docs/compatibility.md#script-environment)."""
 
 import os
 

@@ -42,7 +42,7 @@ def create_telemetry(config: ServerConfig) -> AppInsightsTelemetry | None:
     try:
         target = resolve_target(config.app_insights_key, config.app_insights_connection_string)
     except InvalidTargetError as exc:
-        # The message names the problem, never the key (RELIABILITY.md R16).
+        # The message names the problem, never the key (docs/guarantees.md#r16).
         logger.warning("Application Insights has been disabled: %s", exc)
         return None
     context = ServiceContext(

@@ -2,7 +2,7 @@
 
 A connection string (``APPLICATIONINSIGHTS_CONNECTION_STRING``) wins over a bare key (``AML_APP_INSIGHTS_KEY``), so
 sovereign clouds and tests can point telemetry at another ``IngestionEndpoint``. No error message here ever contains
-the key (RELIABILITY.md R16): they name the problem, never the value.
+the key (docs/guarantees.md#r16): they name the problem, never the value.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ __all__ = [
 # The endpoint the Application Insights SDKs use when a connection string names none.
 DEFAULT_INGESTION_ENDPOINT = "https://dc.services.visualstudio.com"
 
-# compat: upstream 1.5.1's CLI accepts only keys of this shape, case-insensitively (BEHAVIOR.md §5.4).
+# compat: upstream 1.5.1's CLI accepts only keys of this shape, case-insensitively (docs/compatibility.md#cli-checks).
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
 
 

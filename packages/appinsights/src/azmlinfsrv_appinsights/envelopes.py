@@ -1,9 +1,9 @@
 """Turning snapshots into Application Insights envelopes (the JSON the ``/v2.1/track`` endpoint takes).
 
-Field names and values follow BEHAVIOR.md §9: request items carry upstream's span attributes as custom properties
-(``Request Id``, ``Client Request Id``, ``Container Id``, ``Response Value``, ``http_method``, ...), exception items
-exactly the three id properties, model data collection items the eight upstream keys. This runs on the exporter's
-thread, never on the request path.
+Field names and values follow upstream (docs/compatibility.md#telemetry): request items carry upstream's span
+attributes as custom properties (``Request Id``, ``Client Request Id``, ``Container Id``, ``Response Value``,
+``http_method``, ...), exception items exactly the three id properties, model data collection items the eight
+upstream keys. This runs on the exporter's thread, never on the request path.
 """
 
 from __future__ import annotations
@@ -33,9 +33,11 @@ REQUEST = "Microsoft.ApplicationInsights.Request"
 EXCEPTION = "Microsoft.ApplicationInsights.Exception"
 MESSAGE = "Microsoft.ApplicationInsights.Message"
 
-# compat: upstream 1.5.1 logs model data collection as a trace with this message (BEHAVIOR.md §9.3).
+# compat: upstream 1.5.1 logs model data collection as a trace with this message.
+# See docs/compatibility.md#model-data-collection.
 MODEL_DATA_MESSAGE = "model_data_collection"
-# compat: upstream's request ids for init() failures (BEHAVIOR.md §9.4); not a useful operation id.
+# compat: upstream's request ids for init() failures; not a useful operation id.
+# See docs/compatibility.md#exception-telemetry.
 UNKNOWN_REQUEST_ID = "Unknown"
 
 # Application Insights severity levels: Verbose, Information, Warning, Error, Critical.
@@ -56,7 +58,7 @@ def format_time(epoch_seconds: float) -> str:
 
 
 def format_duration(milliseconds: float) -> str:
-    """``HH:MM:SS.mmm``, with a ``D.`` day prefix from one day on (BEHAVIOR.md §9.2)."""
+    """``HH:MM:SS.mmm``, with a ``D.`` day prefix from one day on (docs/compatibility.md#request-telemetry)."""
     total_ms = max(0, int(round(milliseconds)))
     seconds, ms = divmod(total_ms, 1000)
     minutes, seconds = divmod(seconds, 60)

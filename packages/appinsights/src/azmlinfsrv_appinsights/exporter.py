@@ -2,7 +2,7 @@
 
 The request path only ever calls :meth:`BackgroundExporter.submit`, a non-blocking put: when the queue is full the
 item is dropped and counted, so an ingestion endpoint that is down or hanging costs requests nothing but that counter
-(RELIABILITY.md R20). Everything slow (building envelopes, JSON, HTTP, retries with back-off) happens on one daemon
+(docs/guarantees.md#r20). Everything slow (building envelopes, JSON, HTTP, retries with back-off) happens on one daemon
 thread. Drops are reported on ``azmlinfsrv.trace`` at most once per ``drop_report_interval``.
 """
 
@@ -34,7 +34,7 @@ class ExporterOptions:
     # 2048 snapshots of at most ~16 KiB each (two 8 KiB properties) bound the queue to ~32 MiB in the worst case;
     # typical items are under 1 KiB.
     capacity: int = 2048
-    # compat: upstream batches every 5 s or every 100 records (BEHAVIOR.md §9.1).
+    # compat: upstream batches every 5 s or every 100 records (docs/compatibility.md#telemetry-enablement).
     batch_size: int = 100
     interval: float = 5.0
     max_retries: int = 2

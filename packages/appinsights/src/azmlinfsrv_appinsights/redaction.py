@@ -1,6 +1,6 @@
 """Keeping the instrumentation key out of text: exported fields and the exporter library's log records.
 
-RELIABILITY.md R16 allows the key in exactly one place, the ``iKey`` routing field of each envelope, which the
+docs/guarantees.md#r16 allows the key in exactly one place, the ``iKey`` routing field of each envelope, which the
 ingestion service needs. Anything else that might carry it (a user's print of the environment, a library error that
 repeats an envelope) goes through a :class:`Redactor` first.
 """

@@ -130,14 +130,15 @@ class AppInsightsTelemetry:
         if not self._mdc_enabled:
             return
         try:
-            # Core passes the ids it found at boot (BEHAVIOR.md §9.5) in extra["Models"].
+            # Core passes the ids it found at boot (docs/compatibility.md#model-ids) in extra["Models"].
             models = record.extra.get("Models") or []
             self._exporter.submit(
                 ModelDataItem(
                     time=time.time(),
                     request_id=record.request_id,
                     client_request_id=record.client_request_id,
-                    # compat: upstream sends json.dumps() of the input and of the output (BEHAVIOR.md §9.3).
+                    # compat: upstream sends json.dumps() of the input and of the output.
+                    # See docs/compatibility.md#model-data-collection.
                     input=to_json_text(record.input),
                     prediction=to_json_text(record.prediction),
                     models=json.dumps([str(model) for model in models]),

@@ -1,4 +1,4 @@
-"""The start-up banner: version, settings and routes (BEHAVIOR.md §5.5).
+"""The start-up banner: version, settings and routes (docs/compatibility.md#banner).
 
 compat: labels, order and spacing are upstream's; operators' log parsers read them. The instrumentation key is
 never printed.

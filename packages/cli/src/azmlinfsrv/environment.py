@@ -1,4 +1,4 @@
-"""Merging command-line flags into the environment, the way upstream does it (BEHAVIOR.md §5.3, §5.4).
+"""Merging command-line flags into the environment, the way upstream does it (docs/compatibility.md#cli-environment).
 
 The flags become environment variables before any worker starts, so score scripts, workers and the banner all
 read one source. Every step here is observable by users (their scripts read these variables).
@@ -76,7 +76,7 @@ def merge(options: CliOptions, env: MutableMapping[str, str], cwd: str | None = 
 
 
 def validate(env: MutableMapping[str, str]) -> list[str]:
-    """The model-dir hint and the instrumentation-key check; returns the lines to print (BEHAVIOR.md §5.4).
+    """The model-dir hint and the instrumentation-key check; the lines to print (docs/compatibility.md#cli-checks).
 
     After this, ``AML_APP_INSIGHTS_ENABLED`` is always "true" or "false", as user scripts expect.
     """

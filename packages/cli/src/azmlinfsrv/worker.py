@@ -1,7 +1,7 @@
 """What a serving process does before it takes traffic: settings, logging, debugger, then the app.
 
 Used by every server front-end. Failures end the process with :data:`BOOT_FAILURE_EXIT_CODE`, which the
-launcher turns into upstream's exit code 3 for the whole server (BEHAVIOR.md §4).
+launcher turns into upstream's exit code 3 for the whole server (docs/compatibility.md#startup-failures).
 """
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ def load_settings(environ: dict[str, str] | None = None, exit_code: int = BOOT_F
         logger.critical("Invalid config file!: %s", exc)
         _exit_boot_failure(exit_code)
     if config.unknown_config_keys:
-        # Upstream's version of this warning is inverted (BEHAVIOR.md §6.4); ours names real unknown keys.
+        # Upstream's version of this warning is inverted; ours names real unknown keys.
+        # See docs/compatibility.md#extra-keys-warning.
         logger.warning(
             "Found extra keys in the config file that are not supported by the server.\nExtra keys = %s",
             list(config.unknown_config_keys),

@@ -1,7 +1,8 @@
 """Server settings: built from a mapping (normally ``os.environ``) and an optional config.json.
 
-Precedence is environment > config.json > default (BEHAVIOR.md §6.2); the CLI writes its flags into the
-environment first, so flags win over both. Environment names are matched case-insensitively, as upstream does.
+Precedence is environment > config.json > default (docs/compatibility.md#settings-precedence); the CLI writes its
+flags into the environment first, so flags win over both. Environment names are matched case-insensitively, as
+upstream does.
 ``ServerConfig.from_env(mapping)`` never touches ``os.environ``, so tests pass plain dicts.
 """
 
@@ -85,7 +86,8 @@ class _Setting:
 
 
 # Every setting, its variable and parser. compat: upstream's config.json ignores the five settings marked
-# in_config_file=False (BEHAVIOR.md §6.2); we keep that so a config.json cannot silently enable telemetry.
+# in_config_file=False; we keep that so a config.json cannot silently enable telemetry.
+# See docs/compatibility.md#settings-precedence.
 _SETTINGS: tuple[_Setting, ...] = (
     _Setting("app_root", c.ENV_APP_ROOT, parse_str, in_config_file=False),
     _Setting("source_dir", c.ENV_SOURCE_DIRECTORY, parse_str),
@@ -169,7 +171,7 @@ class ServerConfig:
 
     @property
     def telemetry_enabled(self) -> bool:
-        """Telemetry needs the switch and somewhere to send to (BEHAVIOR.md §9.1)."""
+        """Telemetry needs the switch and somewhere to send to (docs/compatibility.md#telemetry-enablement)."""
         return self.app_insights_enabled and bool(self.app_insights_key or self.app_insights_connection_string)
 
     @property
@@ -184,7 +186,7 @@ class ServerConfig:
 
     @property
     def entry_script_path(self) -> str | None:
-        """The script to load: absolute as given, relative to ``app_root`` otherwise (BEHAVIOR.md §3.1)."""
+        """The script to load: absolute as given, else relative to ``app_root`` (docs/compatibility.md#entry-script)."""
         if not self.entry_script:
             return None
         return os.path.join(self.app_root, self.entry_script.replace("/", os.sep))
@@ -231,7 +233,7 @@ class ServerConfig:
 
 
 def find_config_file(env: Mapping[str, str]) -> str | None:
-    """The first candidate that is an existing, non-empty file (BEHAVIOR.md §6.3)."""
+    """The first candidate that is an existing, non-empty file (docs/compatibility.md#config-json)."""
     candidates: list[str] = []
     explicit = env.get(c.ENV_CONFIG_FILE)
     if explicit:
@@ -268,7 +270,7 @@ def read_config_file(path: str) -> dict[str, Any]:
 
 
 def format_config_error(error: ConfigError) -> str:
-    """The CRITICAL block upstream logs for invalid settings (BEHAVIOR.md §6.5)."""
+    """The CRITICAL block upstream logs for invalid settings (docs/compatibility.md#invalid-settings)."""
     ruler = "=" * 51
     lines = ["", "===============Configuration Error================="]
     lines += [f"{name}: {message} (environment variable: {name})" for name, message in error.errors]

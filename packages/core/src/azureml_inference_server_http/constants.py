@@ -10,7 +10,7 @@ from __future__ import annotations
 COMPAT_VERSION = "1.5.1"
 SERVER_VERSION_HEADER_VALUE = f"azmlinfsrv/{COMPAT_VERSION}"
 
-# Settings read by the server (BEHAVIOR.md §6.1).
+# Settings read by the server (docs/compatibility.md#settings).
 ENV_APP_ROOT = "AML_APP_ROOT"
 ENV_SOURCE_DIRECTORY = "AZUREML_SOURCE_DIRECTORY"
 ENV_ENTRY_SCRIPT = "AZUREML_ENTRY_SCRIPT"
@@ -37,7 +37,7 @@ ENV_SERVER_VERSION_LOG_RESPONSE_ENABLED = "SERVER_VERSION_LOG_RESPONSE_ENABLED"
 ENV_DBG_MODEL_INFO = "AML_DBG_MODEL_INFO"
 ENV_DBG_RESOURCE_INFO = "AML_DBG_RESOURCE_INFO"
 
-# Settings of the launcher (BEHAVIOR.md §5.3), read by the CLI.
+# Settings of the launcher (docs/compatibility.md#cli-environment), read by the CLI.
 ENV_SERVER_PORT = "SERVER_PORT"
 ENV_HEALTH_PORT = "HEALTH_PORT"
 ENV_WORKER_COUNT = "WORKER_COUNT"
@@ -69,7 +69,7 @@ DEFAULT_WORKER_TIMEOUT = 300
 DEFAULT_MAX_REQUEST_BODY_MB = 100
 DEFAULT_GRACEFUL_TIMEOUT = 30
 
-# The request-id header limit (BEHAVIOR.md §2.3), counted in characters, inclusive.
+# The request-id header limit (docs/compatibility.md#request-ids), counted in characters, inclusive.
 HEADER_LIMIT = 100
 
 HEADER_REQUEST_ID = "x-request-id"

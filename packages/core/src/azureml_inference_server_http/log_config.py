@@ -18,7 +18,7 @@ PACKAGED_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "logg
 
 
 class AMLLogFormatter(logging.Formatter):
-    """The server's format with timestamps in UTC (BEHAVIOR.md §7.2)."""
+    """The server's format with timestamps in UTC (docs/compatibility.md#log-format)."""
 
     converter = time.gmtime  # type: ignore[assignment]
 

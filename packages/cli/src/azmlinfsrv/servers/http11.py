@@ -1,7 +1,7 @@
 """HTTP/1.1 request framing for the event-loop worker (RFC 9112), strict on purpose.
 
 The worker reads requests in its event loop and hands a request to a thread only once it is complete, so a slow
-client never holds a thread (RELIABILITY.md R5). That needs an incremental parser: :func:`parse_head` turns a
+client never holds a thread (docs/guarantees.md#r5). That needs an incremental parser: :func:`parse_head` turns a
 complete request head into a WSGI environ and the body's framing, and :class:`ChunkedDecoder` follows a chunked
 body as its bytes arrive.
 

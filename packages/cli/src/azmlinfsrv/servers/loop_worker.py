@@ -9,7 +9,7 @@ Why not one of gunicorn's own workers:
   thread for as long as it likes.
 
 This worker reads request heads and bodies in its event loop, with deadlines, so a slow client holds only a
-buffer (RELIABILITY.md R5). A complete request becomes a job, and the thread that leads the loop takes the job and
+buffer (docs/guarantees.md#r5). A complete request becomes a job, and the thread that leads the loop takes the job and
 runs it itself: no handoff on the hot path. Leadership passes between threads through one lock
 (leader/follower):
 

@@ -1,7 +1,7 @@
 """The waitress path's supervisor: a lean parent that runs the server in a child process and replaces it on a crash.
 
 waitress serves from a single process, so user code that ends the process after start-up (``os._exit(3)`` in
-``run()``, a segfault in a native library, the kernel's OOM killer) would end the whole server (RELIABILITY.md W8).
+``run()``, a segfault in a native library, the kernel's OOM killer) would end the whole server (docs/guarantees.md#w8).
 This process runs ``python -m azmlinfsrv.servers.waitress`` as a child and starts a new one when the child dies
 after it had booted. A child that dies before it booted failed to boot: its exit code becomes the server's (3 for
 a score script that cannot load, as upstream), so a broken script never loops.
@@ -270,7 +270,7 @@ class Supervisor:
     def _stop_child(self, child: subprocess.Popen[bytes]) -> None:
         self._stopped = True
         # Our copies of the listening sockets go first: once the child has closed its own, new connections are
-        # refused rather than left unanswered in the backlog (RELIABILITY.md R4).
+        # refused rather than left unanswered in the backlog (docs/guarantees.md#r4).
         for sock in self.sockets:
             sock.close()
         self.sockets = []

@@ -1,7 +1,7 @@
 """Serving with waitress (the Windows default; selectable anywhere with ``--server waitress``).
 
 One process with a thread pool. Upstream's waitress path had no scoring timeout and dropped in-flight requests
-on shutdown (RELIABILITY.md W9); here the timeout comes from the core's ScoringRunner as on gunicorn, and SIGTERM
+on shutdown (docs/guarantees.md#w9); here the timeout comes from the core's ScoringRunner as on gunicorn, and SIGTERM
 drains: readiness turns 503, the listening sockets close, in-flight requests finish (up to the graceful timeout),
 then the process exits 0.
 
@@ -184,7 +184,7 @@ def serve(settings: LaunchSettings, handoff: Handoff | None = None) -> int:
             **where,
             threads=threads,
             ident="azmlinfsrv",
-            # Slow or idle clients are cut instead of holding a channel forever (RELIABILITY.md W7).
+            # Slow or idle clients are cut instead of holding a channel forever (docs/guarantees.md#w7).
             channel_timeout=60,
             clear_untrusted_proxy_headers=True,
             # waitress buffers a whole body before the app sees it, so the limit has to be applied here.

@@ -1,6 +1,6 @@
 """``rawhttp`` and ``AMLRequest`` for score scripts that want the HTTP request itself.
 
-A ``@rawhttp`` run() is called with Flask's request object for every method (BEHAVIOR.md §3.6).
+A ``@rawhttp`` run() is called with Flask's request object for every method (docs/compatibility.md#raw-mode).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The Flask app: routes, request ids, response headers, errors and the per-request log line.
 
-Routes (BEHAVIOR.md §2.1): ``/`` (liveness, upstream's), ``/score``, ``/swagger.json``, and our additions
+Routes (docs/compatibility.md#routes): ``/`` (liveness, upstream's), ``/score``, ``/swagger.json``, and our additions
 ``/health/live``, ``/health/ready`` (also under ``/v2/``) and ``/metrics``. Request ids, TraceId, the server
 version header and CORS apply to upstream's three routes only, as upstream's blueprint hooks did.
 """
@@ -88,7 +88,7 @@ _UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
 
 
 class _Ids:
-    """The request ids of one request (BEHAVIOR.md §2.3)."""
+    """The request ids of one request (docs/compatibility.md#request-ids)."""
 
     __slots__ = ("client", "legacy", "request_id", "trace_id")
 
@@ -122,7 +122,7 @@ def _read_ids(headers: Any, ids: _Ids) -> str | None:
         return MSG_CLIENT_ID_TOO_LONG
     trace_id = headers.get(c.HEADER_TRACE_ID)
     if trace_id is not None:
-        # Upstream echoes TraceId at any length (RELIABILITY.md W11); we hold it to the id limit.
+        # Upstream echoes TraceId at any length (docs/guarantees.md#w11); we hold it to the id limit.
         if len(trace_id) > c.HEADER_LIMIT:
             return MSG_TRACE_ID_TOO_LONG
         ids.trace_id = trace_id
@@ -175,7 +175,7 @@ class ScoringApp:
         return response
 
     def _finish(self, response: WerkzeugResponse, ids: _Ids, req: Request) -> WerkzeugResponse:
-        """Headers every response of upstream's routes carries (BEHAVIOR.md §2.2)."""
+        """Headers every response of upstream's routes carries (docs/compatibility.md#response-headers)."""
         headers = response.headers
         if ids.request_id:
             headers[c.HEADER_REQUEST_ID] = ids.request_id
@@ -336,7 +336,7 @@ class ScoringApp:
         state = self.state
         limit = state.config.max_request_body_bytes
         if limit is not None and req.content_length is None:
-            # A chunked body: cut it once it passes the limit, while it is read (RELIABILITY.md R6).
+            # A chunked body: cut it once it passes the limit, while it is read (docs/guarantees.md#r6).
             req.environ["wsgi.input"] = _LimitedInput(req.environ["wsgi.input"], limit)
         if not state.wait_ready():
             return self._json(503, MSG_NOT_READY), None
@@ -432,7 +432,7 @@ class ScoringApp:
         return self._json(500, message, failed=True)
 
     def _convert(self, output: Any, run_ms: float, ids: _Ids) -> WerkzeugResponse:
-        """run()'s result as a response (BEHAVIOR.md §3.8)."""
+        """run()'s result as a response (docs/compatibility.md#run-results)."""
         exec_ms = f"{run_ms:.3f}"
         if isinstance(output, WerkzeugResponse):
             logger.debug("run() output is HTTP Response")
@@ -525,7 +525,7 @@ def _options_response(response_class: type[Response]) -> Response:
 
 
 def _http_error(error: HTTPException) -> Response:
-    """Routing and protocol errors as JSON (BEHAVIOR.md §2.6)."""
+    """Routing and protocol errors as JSON (docs/compatibility.md#routing-errors)."""
     response = Response(
         _message(error.description or error.name),
         status=error.code or 500,

@@ -1,7 +1,7 @@
 """CORS for the server's routes (``AML_CORS_ORIGINS``), with exact origin matching.
 
 Upstream hands the raw list to flask-cors, where bare host names can never match a browser's ``Origin`` and
-regex-looking entries match by prefix (RELIABILITY.md W12). Here every entry is checked at start-up: ``*`` or
+regex-looking entries match by prefix (docs/guarantees.md#w12). Here every entry is checked at start-up: ``*`` or
 ``scheme://host[:port]``. compat: entries without a scheme (``www.microsoft.com``) are still matched literally,
 because upstream's own tests send such ``Origin`` values, but we warn that no browser sends them.
 """

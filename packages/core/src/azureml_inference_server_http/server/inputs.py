@@ -1,4 +1,4 @@
-"""Turning a request into run()'s arguments, for each input mode (BEHAVIOR.md §3.4-§3.6)."""
+"""Turning a request into run()'s arguments, for each input mode (docs/compatibility.md#input-modes)."""
 
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def read_body(request: Request) -> bytes:
 def _json_string(request: Request) -> str:
     if request.method == "GET":
         return jsonio.dumps(query_dict(request))
-    # The raw body, whatever the content type: form and multipart bodies are never parsed (RELIABILITY.md R12).
+    # The raw body, whatever the content type: form and multipart bodies are never parsed (docs/guarantees.md#r12).
     # compat: upstream decodes as UTF-8 whatever charset is declared.
     data = read_body(request)
     try:

@@ -1,4 +1,7 @@
-"""The model directory: model ids for telemetry and the listing logged when init() fails (BEHAVIOR.md §4, §9.5)."""
+"""The model directory: model ids for telemetry and the listing logged when init() fails.
+
+See docs/compatibility.md#model-ids and docs/compatibility.md#startup-failures.
+"""
 
 from __future__ import annotations
 

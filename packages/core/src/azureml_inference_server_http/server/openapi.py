@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 document of ``GET /openapi.json``: what this server really answers, route by route.
 
-``/swagger.json`` stays upstream's document byte for byte (BEHAVIOR.md §8), with its inaccuracies: the health
-route's content type, the document route typed as a string, ``GET /score`` missing, no ``required`` list, an
+``/swagger.json`` stays upstream's document byte for byte (docs/compatibility.md#swagger), with its inaccuracies:
+the health route's content type, the document route typed as a string, ``GET /score`` missing, no ``required`` list, an
 optional body, and an undecorated run() typed as an object (docs/reliability-fuzz.md, findings 9 to 14). This
 document is our own addition, so it can be exact: every route this app registers, the request each input mode of
 run() accepts, and every status the app answers with its real content type and body. Like the swagger documents,
@@ -521,7 +521,7 @@ def build_document(script: UserScript, config: ServerConfig, swagger: SwaggerDoc
     document: dict[str, Any] = {"openapi": OPENAPI_VERSION, "info": _info(config)}
     stripped = config.service_path_prefix.strip("/")
     if stripped:
-        # The routes do not move (BEHAVIOR.md §2.1): the prefix is where the Azure ML endpoint exposes them.
+        # The routes do not move (docs/compatibility.md#routes): the prefix is where the Azure ML endpoint exposes them.
         document["servers"] = [
             {"url": f"/{stripped}", "description": "Through the Azure ML endpoint (SERVICE_PATH_PREFIX)."},
             {"url": "/", "description": "This server, directly."},

@@ -1,4 +1,4 @@
-"""Redirecting ``print()`` to the ``azmlinfsrv.print`` logger (BEHAVIOR.md §7.7).
+"""Redirecting ``print()`` to the ``azmlinfsrv.print`` logger (docs/compatibility.md#print-redirection).
 
 Score scripts print; in a container stdout is the log, so each print becomes one formatted INFO record (and
 reaches telemetry as a trace). Prints to any other file go to the real print unchanged.

@@ -1,7 +1,7 @@
 """Calling run() with a deadline that holds in every worker model.
 
 Upstream arms SIGALRM around run(), which only works in the main thread of a POSIX process: under threads or
-waitress the deadline is silently ignored (RELIABILITY.md W1). Here the request thread hands run() to a runner
+waitress the deadline is silently ignored (docs/guarantees.md#w1). Here the request thread hands run() to a runner
 thread and waits for it with a timeout, so the timeout response leaves on time whatever run() is doing, in any
 thread, on any OS. Where the host lets the app write to the client connection itself (gunicorn), run() instead
 stays in the request thread, which saves two thread handoffs per request, and a watchdog thread sends the

@@ -74,9 +74,9 @@ class ServerState:
     # -- boot --------------------------------------------------------------------------------------------
 
     def prepare(self) -> None:
-        """The fast part of boot: print hook, telemetry, CORS, model ids (BEHAVIOR.md §7.4 order)."""
+        """The fast part of boot: print hook, telemetry, CORS, model ids (docs/compatibility.md#boot-sequence order)."""
         print_hook.install()
-        # BEHAVIOR.md §10.3: the app root and the source directory are importable by the script.
+        # docs/compatibility.md#import-paths: the app root and the source directory are importable by the script.
         for path in (self.config.app_root, self.config.source_directory_path):
             if path and path not in sys.path:
                 sys.path.append(path)

@@ -1,7 +1,8 @@
-"""Swagger 2 and OpenAPI 3.0/3.1 documents for ``GET /swagger.json`` (BEHAVIOR.md §8).
+"""Swagger 2 and OpenAPI 3.0/3.1 documents for ``GET /swagger.json`` (docs/compatibility.md#swagger).
 
 Documents are built as Python objects, once per load, and served as pre-encoded bytes. Unlike upstream, which
-substitutes settings into JSON text, a ``"`` or ``\\`` in SERVICE_NAME cannot break start-up (BEHAVIOR.md §12.38).
+substitutes settings into JSON text, a ``"`` or ``\\`` in SERVICE_NAME cannot break start-up
+(docs/compatibility.md#generated-swagger).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ logger = logging.getLogger("azmlinfsrv.swagger")
 VERSION_ALIASES = {"2": "2", "2.0": "2", "3": "3", "3.0": "3", "3.1": "3.1"}
 ALL_VERSIONS = ("2", "3", "3.1")
 _INFERENCE_SCHEMA_VERSIONS = {"2.0": "2", "3.0": "3", "3.1": "3.1"}
-# User documents looked up in AML_APP_ROOT, first match wins (BEHAVIOR.md §8.2).
+# User documents looked up in AML_APP_ROOT, first match wins (docs/compatibility.md#user-swagger).
 USER_FILES = {
     "2": ("swagger.json", "swagger2.json"),
     "3": ("swagger3.json",),

@@ -29,7 +29,7 @@ PLUGIN_DISTRIBUTION = "azureml-inference-server-http-appinsights"
 
 @dataclass(frozen=True)
 class RequestRecord:
-    """One handled request on /score or /swagger.json (BEHAVIOR.md §9.2)."""
+    """One handled request on /score or /swagger.json (docs/compatibility.md#request-telemetry)."""
 
     name: str  # the request path
     url: str
@@ -44,7 +44,7 @@ class RequestRecord:
 
 @dataclass(frozen=True)
 class ModelDataRecord:
-    """Model data collection for one successful run() (BEHAVIOR.md §9.3)."""
+    """Model data collection for one successful run() (docs/compatibility.md#model-data-collection)."""
 
     request_id: str
     client_request_id: str

@@ -1,4 +1,4 @@
-"""Loading the entry script and analysing its run() (BEHAVIOR.md §3.1-§3.3)."""
+"""Loading the entry script and analysing its run() (docs/compatibility.md#score-script)."""
 
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def import_entry_script(path: str) -> types.ModuleType:
 
 
 def import_main_module(app_root: str) -> types.ModuleType:
-    """No entry script configured: fall back to ``import main`` (BEHAVIOR.md §3.1)."""
+    """No entry script configured: fall back to ``import main`` (docs/compatibility.md#entry-script)."""
     _forget_schemas("main")
     aml_request.reset_rawhttp_flag()
     try:
@@ -161,7 +161,7 @@ def _numpy_params(run: Callable[..., Any]) -> dict[str, Any]:
 
 
 def analyse(module: types.ModuleType, path: str | None) -> UserScript:
-    """Check init/run and decide the input mode (BEHAVIOR.md §3.3). Raises :class:`UserScriptError`."""
+    """Check init/run, decide the input mode (docs/compatibility.md#run-analysis). Raises :class:`UserScriptError`."""
     shown = path or getattr(module, "__file__", None) or "main"
     # compat: upstream's wording "a init()".
     if not hasattr(module, "init"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -389,3 +390,149 @@ def test_dockerfile_parser_reads_continuations() -> None:
     assert parsed.all("RUN") == ["x      && y"]
     assert parsed.all("USER", parsed.final) == ["5"]
     assert parsed.exec_form("CMD") == ["z"]
+
+
+# -- Dockerfile: the app folder and its requirements, chosen by build arguments ---------------------------------------
+
+
+def _requirements_step(dockerfile: Dockerfile) -> tuple[str, str]:
+    """The build stage's RUN that installs the app's requirements: (its --mount option, its shell script)."""
+    build = dockerfile.stages[0]
+    steps = [rest for rest in dockerfile.all("RUN", build) if rest.startswith("--mount=") and "REQUIREMENTS" in rest]
+    assert len(steps) == 1, "the build stage needs one RUN that installs the app's requirements"
+    mount, _, script = steps[0].partition(" ")
+    return mount, script.strip()
+
+
+def test_dockerfile_app_dir_and_requirements_are_build_args(dockerfile: Dockerfile) -> None:
+    # Declared before the first FROM with their defaults, so both stages see the same values.
+    assert dockerfile.args["APP_DIR"] == "examples/numpy_model"
+    assert dockerfile.args["REQUIREMENTS"] == "requirements.txt"
+    for stage in dockerfile.stages:
+        declared = {rest.partition("=")[0] for rest in dockerfile.all("ARG", stage)}
+        for name in ("APP_DIR", "REQUIREMENTS"):
+            if any("${" + name + "}" in rest for _, rest in stage):
+                # An undeclared ARG is empty inside a stage: the requirements step would silently install nothing.
+                assert name in declared, f"a stage uses {name} without declaring it"
+    mount, _ = _requirements_step(dockerfile)
+    options = dict(item.partition("=")[::2] for item in mount.removeprefix("--mount=").split(","))
+    assert options["type"] == "bind"
+    assert options["source"] == "${APP_DIR}"
+    copies = [rest for rest in dockerfile.all("COPY", dockerfile.final) if "${APP_DIR}" in rest]
+    assert len(copies) == 1 and copies[0].split()[-1] == dockerfile.env()[constants.ENV_APP_ROOT]
+    # Nothing installs an app dependency by name: the app's requirements file is the one place for them.
+    named = [rest for rest in dockerfile.all("RUN") if re.search(r"pip install (?!-r\b)(?!/src/packages/)", rest)]
+    assert not named, named
+
+
+def test_default_app_requirements_match_the_examples_extra(dockerfile: Dockerfile) -> None:
+    app_dir = ROOT / dockerfile.args["APP_DIR"]
+    requirements = app_dir / dockerfile.args["REQUIREMENTS"]
+    assert requirements.is_file()
+    listed = {
+        line.strip() for line in requirements.read_text(encoding="utf-8").splitlines() if line.strip()[:1] not in "#"
+    }
+    assert "numpy>=1.24" in listed
+    # The quick start installs the same through the meta-package's "examples" extra.
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    extra = re.search(r"^examples = \[(.*?)\]", pyproject, re.MULTILINE | re.DOTALL)
+    assert extra, "pyproject.toml has no examples extra"
+    assert listed <= set(re.findall(r'"([^"]+)"', extra.group(1)))
+
+
+@pytest.fixture
+def run_requirements_step(dockerfile: Dockerfile, tmp_path: Path) -> Any:
+    """Runs the Dockerfile's requirements step with sh, the bind mount replaced by a folder and pip by a recorder."""
+    import os
+    import shutil
+    import subprocess
+
+    sh = shutil.which("sh")
+    if sys.platform == "win32" or sh is None:
+        pytest.skip("the image's RUN steps are POSIX shell")
+    _, script = _requirements_step(dockerfile)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    record = tmp_path / "pip-calls"
+    pip = bin_dir / "pip"
+    pip.write_text(f'#!/bin/sh\necho "$*" >> {shlex.quote(str(record))}\n', encoding="utf-8")
+    pip.chmod(0o755)
+    app = tmp_path / "app"
+    app.mkdir()
+
+    def run(files: dict[str, str], requirements: str | None) -> tuple[int, list[str], str]:
+        for name, text in files.items():
+            (app / name).write_text(text, encoding="utf-8")
+        args = {"APP_DIR": "apps/my_model", "REQUIREMENTS": dockerfile.args["REQUIREMENTS"]}
+        if requirements is not None:
+            args["REQUIREMENTS"] = requirements
+        env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", **args}
+        # Docker mounts the app folder at the target of --mount; here it is a real folder.
+        body = script.replace("/src/app", str(app))
+        done = subprocess.run([sh, "-ec", body], env=env, capture_output=True, text=True, timeout=30)
+        calls = record.read_text(encoding="utf-8").splitlines() if record.exists() else []
+        return done.returncode, calls, done.stdout + done.stderr
+
+    return run
+
+
+def test_requirements_step_installs_the_apps_requirements_txt(run_requirements_step: Any, tmp_path: Path) -> None:
+    code, calls, output = run_requirements_step({"requirements.txt": "numpy>=1.24\n"}, None)
+    assert code == 0, output
+    assert calls == [f"install -r {tmp_path / 'app' / 'requirements.txt'}"]
+
+
+def test_requirements_step_without_a_requirements_txt_installs_nothing(run_requirements_step: Any) -> None:
+    code, calls, output = run_requirements_step({"score.py": "def init(): pass\n"}, None)
+    assert code == 0, output
+    assert calls == []
+    assert "no requirements.txt" in output
+
+
+def test_requirements_step_reads_the_file_named_by_the_build_arg(run_requirements_step: Any, tmp_path: Path) -> None:
+    files = {"requirements.txt": "pytest\n", "requirements-prod.txt": "numpy\n"}
+    code, calls, output = run_requirements_step(files, "requirements-prod.txt")
+    assert code == 0, output
+    assert calls == [f"install -r {tmp_path / 'app' / 'requirements-prod.txt'}"]
+
+
+def test_requirements_step_fails_on_a_missing_named_file(run_requirements_step: Any) -> None:
+    code, calls, output = run_requirements_step({}, "requirements-prod.txt")
+    assert code != 0
+    assert calls == []
+    assert "REQUIREMENTS=requirements-prod.txt" in output
+
+
+def test_requirements_step_installs_nothing_when_the_arg_is_empty(run_requirements_step: Any) -> None:
+    code, calls, output = run_requirements_step({"requirements.txt": "numpy\n"}, "")
+    assert code == 0, output
+    assert calls == []
+
+
+@pytest.mark.parametrize(
+    "line", ["azureml-inference-server-http==1.5.1", "  AzureML_Inference.Server-HTTP", "azureml-inference-server-http"]
+)
+def test_requirements_step_refuses_upstreams_distribution(run_requirements_step: Any, line: str) -> None:
+    code, calls, output = run_requirements_step({"requirements.txt": f"numpy\n{line}\n"}, None)
+    assert code != 0
+    assert calls == []
+    assert "upstream" in output
+
+
+def test_requirements_step_accepts_names_that_only_start_like_upstreams(run_requirements_step: Any) -> None:
+    code, calls, output = run_requirements_step({"requirements.txt": "azureml-inference-server-http-extras\n"}, None)
+    assert code == 0, output
+    assert len(calls) == 1
+
+
+def test_deployment_docs_explain_the_build_args(dockerfile: Dockerfile) -> None:
+    text = (ROOT / "docs" / "deployment.md").read_text(encoding="utf-8")
+    for name in ("APP_DIR", "REQUIREMENTS"):
+        assert f"--build-arg {name}=" in text, name
+        assert name in dockerfile.args
+    assert "inside the checkout" in text
+    assert "edit" in text  # says that the Dockerfile needs none
+    ignored = (DEPLOY / "Dockerfile.dockerignore").read_text(encoding="utf-8").split()
+    for folder in ("docs", "tests", "benchmarks"):
+        # The page warns about exactly the folders the context leaves out.
+        assert (folder in ignored) == (f"`{folder}/`" in text), folder

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from conftest import Launcher
 from conftest import free_port
 
 pytestmark = pytest.mark.e2e
+INSTALLED = metadata.version("azureml-inference-server-http-core")
 LOG_LINE = r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3} I \[\d+\] "
 
 
@@ -25,13 +27,14 @@ def test_valid_script_scores_and_logs(launch: Launcher) -> None:
     response = requests.post(server.url + "/score", data="hello", timeout=10)
     assert response.status_code == 200
     assert response.json()["body"] == "hello"
-    assert response.headers["x-ms-server-version"] == "azmlinfsrv/1.5.1"
+    assert response.headers["x-ms-server-version"] == f"azmlinfsrv/{INSTALLED}"
     out = server.stdout()
     assert re.search(LOG_LINE + r"azmlinfsrv\.print - Initializing", out)
     lines = [line for line in out.splitlines() if "A new request received~~~" in line]
     assert len(lines) == 1 and lines[0].count("A new request received~~~") == 1
     assert re.search(LOG_LINE + r"azmlinfsrv - POST /score 200 \d+\.\d{3}ms \d+", out)
-    assert "Azure ML Inferencing HTTP server v1.5.1" in out
+    assert f"Azure ML Inferencing HTTP server v{INSTALLED}" in out
+    assert f"Inferencing HTTP server version: azmlinfsrv/{INSTALLED}" in out
     assert f"Score:          POST  127.0.0.1:{server.port}/score" in out
 
 
@@ -234,6 +237,12 @@ def test_help_exits_0_and_bad_arguments_exit_1() -> None:
         bad = subprocess.run([sys.executable, "-m", "azmlinfsrv", *args], capture_output=True, text=True, timeout=60)
         assert bad.returncode == 1, (args, bad.stdout, bad.stderr)
         assert "Error" in bad.stderr
+
+
+def test_version_option_prints_the_installed_version() -> None:
+    run = subprocess.run([sys.executable, "-m", "azmlinfsrv", "--version"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == f"azmlinfsrv {INSTALLED}\n"
 
 
 def test_unambiguous_prefixes_accepted(launch: Launcher) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,9 @@ from azmlinfsrv.launch import LaunchError
 from azmlinfsrv.launch import resolve
 from azmlinfsrv.main import _expand_prefixes
 from azmlinfsrv.main import app
+from azmlinfsrv.main import main
+
+INSTALLED = metadata.version("azureml-inference-server-http-core")
 
 
 def merged(options: environment.CliOptions, env: dict[str, str] | None = None, cwd: str = "/srv") -> dict[str, str]:
@@ -39,7 +43,7 @@ def test_merge_upstream_rules(tmp_path: Path) -> None:
     assert env["HEALTH_PORT"] == "8080"
     assert env["TRANSPORT_PROTOCOL"] == "grpc"
     assert env["WORKER_COUNT"] == "1"
-    assert env["HTTP_X_MS_SERVER_VERSION"] == "azmlinfsrv/1.5.1"
+    assert env["HTTP_X_MS_SERVER_VERSION"] == f"azmlinfsrv/{INSTALLED}"
 
 
 def test_merge_port_defaults_and_separate_health_port() -> None:
@@ -86,7 +90,7 @@ def test_banner_hides_the_key_and_keeps_upstream_layout() -> None:
     assert "Worker Timeout (seconds): None" in text
     assert "Liveness Probe: GET   127.0.0.1:5001/" in text
     assert "Score:          POST  127.0.0.1:5001/score" in text
-    assert text.startswith("\nAzure ML Inferencing HTTP server v1.5.1\n")
+    assert text.startswith(f"\nAzure ML Inferencing HTTP server v{INSTALLED}\n")
 
 
 def test_resolve_reconciles_worker_timeout_with_scoring_timeout(tmp_path: Path) -> None:
@@ -110,3 +114,32 @@ def test_unambiguous_prefixes_expand() -> None:
     assert _expand_prefixes(["--entry", "s.py", "--model_d=m"], command) == ["--entry_script", "s.py", "--model_dir=m"]
     # "--po" can only be --port.
     assert _expand_prefixes(["--po", "1"], command) == ["--port", "1"]
+
+
+def test_version_option_prints_the_installed_version_and_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"azmlinfsrv {INSTALLED}\n"
+
+
+def test_help_lists_version_and_names_the_installed_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert f"Azure ML Inferencing HTTP server v{INSTALLED}" in out
+    assert "--version" in out
+
+
+def test_package_version_is_the_one_version_of_every_distribution() -> None:
+    import azureml_inference_server_http
+
+    # The build writes __version__ from pyproject.toml; a stale or hand-edited copy would disagree with metadata.
+    assert azureml_inference_server_http.__version__ == INSTALLED
+    for distribution in (
+        "azureml-inference-server-http-cli",
+        "azureml-inference-server-http-appinsights",
+        "azureml-inference-server-http-testing",
+    ):
+        assert metadata.version(distribution) == INSTALLED

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from importlib import metadata
 from pathlib import Path
 
 FORBIDDEN = ("gunicorn", "waitress", "typer", "opencensus")
@@ -48,3 +49,13 @@ def test_python_m_core_points_to_cli_or_explains() -> None:
     else:
         assert result.returncode == 0
         assert "--entry_script" in result.stdout
+
+
+def test_version_is_the_installed_one_and_read_without_importlib_metadata() -> None:
+    # The command line reads the version on its start-up path; importlib.metadata would cost it ~11 ms there.
+    code = (
+        "import sys, azureml_inference_server_http as core\n"
+        "sys.stdout.write(core.__version__ + ' ' + str('importlib.metadata' in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout == f"{metadata.version('azureml-inference-server-http-core')} False"

@@ -7,6 +7,7 @@ import json
 import socket
 import uuid
 from collections.abc import Callable
+from importlib import metadata
 
 from core_helpers import ECHO
 from core_helpers import MakeClient
@@ -14,6 +15,8 @@ from flask import Flask
 from werkzeug.test import create_environ
 
 UUID_LEN = 36
+# What azmlinfsrv sets for the app: the installed version, not upstream's.
+SERVER_VERSION = f"azmlinfsrv/{metadata.version('azureml-inference-server-http-core')}"
 
 
 def test_health_answers_healthy(client: MakeClient) -> None:
@@ -108,8 +111,8 @@ def test_trace_id_echoed_and_capped(client: MakeClient) -> None:
 
 
 def test_server_version_header(client: MakeClient) -> None:
-    response = client(ECHO, env={"HTTP_X_MS_SERVER_VERSION": "azmlinfsrv/1.5.1"}).post("/score")
-    assert response.headers["x-ms-server-version"] == "azmlinfsrv/1.5.1"
+    response = client(ECHO, env={"HTTP_X_MS_SERVER_VERSION": SERVER_VERSION}).post("/score")
+    assert response.headers["x-ms-server-version"] == SERVER_VERSION
     assert "x-ms-server-version" not in client(ECHO).post("/score").headers
 
 
@@ -218,13 +221,13 @@ def test_body_over_limit_is_413_before_reading(client: MakeClient) -> None:
 
 
 def test_options_on_health_and_swagger_carry_ids(client: MakeClient) -> None:
-    app = client(ECHO, env={"HTTP_X_MS_SERVER_VERSION": "azmlinfsrv/1.5.1"})
+    app = client(ECHO, env={"HTTP_X_MS_SERVER_VERSION": SERVER_VERSION})
     for path in ("/", "/swagger.json"):
         response = app.options(path, headers={"x-request-id": "opt"})
         assert response.status_code == 200
         assert response.data == b""
         assert response.headers["x-request-id"] == "opt"
-        assert response.headers["x-ms-server-version"] == "azmlinfsrv/1.5.1"
+        assert response.headers["x-ms-server-version"] == SERVER_VERSION
         assert sorted(m.strip() for m in response.headers["Allow"].split(",")) == ["GET", "HEAD", "OPTIONS"]
 
 

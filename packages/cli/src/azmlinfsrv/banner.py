@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from azureml_inference_server_http import __version__
 from azureml_inference_server_http import constants as c
 
 _SETTINGS = (
@@ -28,7 +29,7 @@ _SETTINGS = (
 
 def render(env: Mapping[str, str], extra: Mapping[str, str] | None = None) -> str:
     """The banner text. ``extra`` adds our own settings (threads, server) after upstream's lines."""
-    lines = ["", f"Azure ML Inferencing HTTP server v{c.COMPAT_VERSION}", "", "", "Server Settings", "-" * 15]
+    lines = ["", c.TITLE_TEMPLATE.format(version=__version__), "", "", "Server Settings", "-" * 15]
     for label, name in _SETTINGS:
         value = env.get(name)
         if name == c.ENV_APP_INSIGHTS_KEY and value is not None:

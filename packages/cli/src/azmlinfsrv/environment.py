@@ -12,6 +12,7 @@ import re
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 
+from azureml_inference_server_http import __version__
 from azureml_inference_server_http import constants as c
 
 logger = logging.getLogger("azmlinfsrv")
@@ -56,7 +57,7 @@ def merge(options: CliOptions, env: MutableMapping[str, str], cwd: str | None = 
         env.setdefault(c.ENV_WORKER_COUNT, str(c.DEFAULT_WORKER_COUNT))
     version_switch = env.get(c.ENV_SERVER_VERSION_LOG_RESPONSE_ENABLED)
     if version_switch is None or version_switch.lower() == "true":
-        env[c.ENV_SERVER_VERSION] = c.SERVER_VERSION_HEADER_VALUE
+        env[c.ENV_SERVER_VERSION] = c.SERVER_VERSION_TEMPLATE.format(version=__version__)
     # compat: an environment SERVER_PORT is ignored; only --port changes the port.
     env[c.ENV_SERVER_PORT] = str(options.port if options.port is not None else c.DEFAULT_SERVER_PORT)
     if env.get(c.ENV_SEPARATE_HEALTH_ENDPOINT) == "true":

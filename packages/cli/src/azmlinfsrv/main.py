@@ -11,6 +11,7 @@ import tempfile
 from typing import Any
 
 import typer
+from azureml_inference_server_http import __version__
 from azureml_inference_server_http import constants as c
 from azureml_inference_server_http.log_config import PACKAGED_CONFIG
 from azureml_inference_server_http.log_config import apply_packaged_config
@@ -27,7 +28,7 @@ from .servers import hand_over
 
 logger = logging.getLogger("azmlinfsrv")
 
-HELP = f"Azure ML Inferencing HTTP server v{c.COMPAT_VERSION}"
+HELP = c.TITLE_TEMPLATE.format(version=__version__)
 
 app = typer.Typer(
     add_completion=False,
@@ -50,6 +51,12 @@ def _positive(value: int | None) -> int | None:
     if value is not None and value <= 0:
         raise typer.BadParameter(f"Specified value '{value}' is invalid. Please specify a value greater than zero.")
     return value
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"azmlinfsrv {__version__}")
+        raise typer.Exit(0)
 
 
 @app.callback(invoke_without_command=True)
@@ -123,6 +130,9 @@ def serve(
         "--debug_port",
         callback=_port,
         help="Listen for a debugger (debugpy, e.g. VS Code attach) on 127.0.0.1 at this port.",
+    ),
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
     ),
 ) -> None:
     """Start the server. Run `azmlinfsrv validate --help` for the one-shot check of a score script."""

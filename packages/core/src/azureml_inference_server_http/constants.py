@@ -6,9 +6,10 @@ deployments set them.
 
 from __future__ import annotations
 
-# compat: upstream 1.5.1 reports this version in the banner and in x-ms-server-version.
-COMPAT_VERSION = "1.5.1"
-SERVER_VERSION_HEADER_VALUE = f"azmlinfsrv/{COMPAT_VERSION}"
+# compat: upstream 1.5.1's forms of the title line (banner, --help) and of x-ms-server-version; like upstream, they
+# report the installed version (``azureml_inference_server_http.__version__``), which here is ours.
+TITLE_TEMPLATE = "Azure ML Inferencing HTTP server v{version}"
+SERVER_VERSION_TEMPLATE = "azmlinfsrv/{version}"
 
 # Settings read by the server (docs/compatibility.md#settings).
 ENV_APP_ROOT = "AML_APP_ROOT"

@@ -91,7 +91,8 @@ def test_unusable_connection_string_disables_telemetry_without_echoing_it(
     connection_string: str, reason: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     env = {**MODEL, "APPLICATIONINSIGHTS_CONNECTION_STRING": connection_string}
-    lines, _ = validated(env, caplog)
+    lines, records = validated(env, caplog)
+    assert records == []  # no "is on because ..." for a connection string that was just refused
     assert env["AML_APP_INSIGHTS_ENABLED"] == "false"
     assert lines[0].startswith(f"Invalid Application Insights connection string provided: {reason}")
     assert lines[1] == "Application Insights has been disabled."

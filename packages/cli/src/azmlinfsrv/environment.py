@@ -120,13 +120,14 @@ def validate(env: MutableMapping[str, str]) -> list[str]:
     elif connection_string:
         if enabled is None:
             env[c.ENV_APP_INSIGHTS_ENABLED] = "true"
-            logger.info(
-                "Application Insights is on because %s is set and %s is not; set %s=false to turn it off.",
-                c.ENV_APP_INSIGHTS_CONNECTION_STRING,
-                c.ENV_APP_INSIGHTS_ENABLED,
-                c.ENV_APP_INSIGHTS_ENABLED,
-            )
             lines += _check_connection_string(env, key, connection_string)
+            if env[c.ENV_APP_INSIGHTS_ENABLED] == "true":  # an unusable one was reported and switched off above
+                logger.info(
+                    "Application Insights is on because %s is set and %s is not; set %s=false to turn it off.",
+                    c.ENV_APP_INSIGHTS_CONNECTION_STRING,
+                    c.ENV_APP_INSIGHTS_ENABLED,
+                    c.ENV_APP_INSIGHTS_ENABLED,
+                )
         elif enabled == "true":
             lines += _check_connection_string(env, key, connection_string)
         else:

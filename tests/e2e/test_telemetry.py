@@ -1,9 +1,11 @@
 """Application Insights telemetry end to end: a real ``azmlinfsrv`` exporting to a local fake ingestion endpoint.
 
-Each server runs on a free port on 127.0.0.1 in its own process group and is stopped by that group's id. Telemetry is
-enabled the upstream way (``AML_APP_INSIGHTS_ENABLED=true`` plus a key) and pointed at the fake endpoint with
-``APPLICATIONINSIGHTS_CONNECTION_STRING``. ``AZMLINFSRV_OUTAGE_REPORT=<file>`` makes the outage test (R20) write its
-figures as JSON; docs/telemetry.md quotes them.
+Each server runs on a free port on 127.0.0.1 in its own process group and is stopped by that group's id. Most tests
+enable telemetry the upstream way (``AML_APP_INSIGHTS_ENABLED=true`` plus a key) and point it at the fake endpoint
+with ``APPLICATIONINSIGHTS_CONNECTION_STRING``; the last ones give only a connection string (by variable or flag),
+switch it off explicitly, or add ``Authorization=AAD`` with a credential that needs no network.
+``AZMLINFSRV_OUTAGE_REPORT=<file>`` makes the outage test (R20) write its figures as JSON; docs/telemetry.md quotes
+them.
 """
 
 from __future__ import annotations

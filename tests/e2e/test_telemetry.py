@@ -1,9 +1,11 @@
 """Application Insights telemetry end to end: a real ``azmlinfsrv`` exporting to a local fake ingestion endpoint.
 
-Each server runs on a free port on 127.0.0.1 in its own process group and is stopped by that group's id. Telemetry is
-enabled the upstream way (``AML_APP_INSIGHTS_ENABLED=true`` plus a key) and pointed at the fake endpoint with
-``APPLICATIONINSIGHTS_CONNECTION_STRING``. ``AZMLINFSRV_OUTAGE_REPORT=<file>`` makes the outage test (R20) write its
-figures as JSON; docs/telemetry.md quotes them.
+Each server runs on a free port on 127.0.0.1 in its own process group and is stopped by that group's id. Most tests
+enable telemetry the upstream way (``AML_APP_INSIGHTS_ENABLED=true`` plus a key) and point it at the fake endpoint
+with ``APPLICATIONINSIGHTS_CONNECTION_STRING``; the last ones give only a connection string (by variable or flag),
+switch it off explicitly, or add ``Authorization=AAD`` with a credential that needs no network.
+``AZMLINFSRV_OUTAGE_REPORT=<file>`` makes the outage test (R20) write its figures as JSON; docs/telemetry.md quotes
+them.
 """
 
 from __future__ import annotations
@@ -368,3 +370,55 @@ def test_telemetry_outage_keeps_latency_and_memory_flat(launch: Launcher) -> Non
     for mode in ("hang", "refuse"):
         # Flat: after the warm-up filled the queue, at most 2 MiB more, however long the run.
         assert rss[mode][1] - rss[mode][0] < 2048, rss
+
+
+# -- connection strings and Microsoft Entra ID ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("given_by", ["variable", "flag"])
+def test_connection_string_alone_turns_telemetry_on(given_by: str, ingestion: FakeIngestion, launch: Launcher) -> None:
+    # Only the connection string, as the Azure portal hands it out: no AML_APP_INSIGHTS_ENABLED, no key.
+    if given_by == "variable":
+        server = start(launch, SCORE, {"APPLICATIONINSIGHTS_CONNECTION_STRING": ingestion.connection_string})
+    else:
+        server = start(launch, SCORE, {}, "--appinsights_connection_string", ingestion.connection_string)
+    client_id = f"client-{uuid.uuid4()}"
+    assert call(server, "POST", "/score", {"a": 1}, {"x-ms-client-request-id": client_id}).status_code == 200
+    [item] = ingestion.wait_for(with_client_id(client_id, "request"), timeout=DELIVERY_TIMEOUT)
+    assert item["iKey"] == ingestion.instrumentation_key
+    assert set(ingestion.authorizations()) == {None}  # key authorization: no bearer token
+
+    out = server.logs()
+    assert "Application Insights Enabled: true" in out
+    assert "Application Insights Key: from the connection string" in out
+    masked = ingestion.instrumentation_key[:8] + "..."
+    assert f"Application Insights Telemetry: on, to {ingestion.url} (instrumentation key {masked})" in out
+    assert "Starting up app insights client" in out
+    why = "Application Insights is on because APPLICATIONINSIGHTS_CONNECTION_STRING is set"
+    assert out.count(why) == (1 if given_by == "variable" else 0)
+    assert ingestion.instrumentation_key not in out
+    assert ingestion.connection_string not in out
+
+
+def test_connection_string_with_telemetry_switched_off_warns_once(ingestion: FakeIngestion, launch: Launcher) -> None:
+    env = {"APPLICATIONINSIGHTS_CONNECTION_STRING": ingestion.connection_string, "AML_APP_INSIGHTS_ENABLED": "false"}
+    server = start(launch, SCORE, env, "--worker_count", "2")
+    assert call(server, "POST", "/score", {"a": 1}).status_code == 200
+    out = server.logs()
+    assert out.count("APPLICATIONINSIGHTS_CONNECTION_STRING is ignored") == 1  # the launcher's, not each worker's
+    assert "Application Insights Telemetry: off" in out
+    assert "Starting up app insights client" not in out
+
+
+def test_entra_id_sends_a_bearer_token(ingestion: FakeIngestion, launch: Launcher) -> None:
+    env = {
+        "APPLICATIONINSIGHTS_CONNECTION_STRING": f"{ingestion.connection_string};Authorization=AAD",
+        "AZMLINFSRV_APPINSIGHTS_CREDENTIAL": "entra_credential:FakeCredential",
+    }
+    server = start(launch, SCORE, env)
+    client_id = f"client-{uuid.uuid4()}"
+    assert call(server, "POST", "/score", {"a": 1}, {"x-ms-client-request-id": client_id}).status_code == 200
+    ingestion.wait_for(with_client_id(client_id, "request"), timeout=DELIVERY_TIMEOUT)
+    assert ingestion.authorizations()
+    assert set(ingestion.authorizations()) == {"Bearer e2e-entra-token"}
+    assert "instrumentation key " + ingestion.instrumentation_key[:8] + "..., Microsoft Entra ID)" in server.logs()

@@ -55,7 +55,7 @@ def test_resolve_target_accepts_upper_case_keys() -> None:
         (None, None),
         ("", ""),
         (None, "garbage-without-equals-secret-value"),
-        (None, f"InstrumentationKey={KEY};Authorization=AAD"),
+        (None, f"InstrumentationKey={KEY};Authorization=SAS-secret-value"),
         (None, f"InstrumentationKey={KEY};IngestionEndpoint=ftp://secret-value.example"),
     ],
 )

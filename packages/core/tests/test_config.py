@@ -87,7 +87,7 @@ def test_config_file_precedence_and_ignored_keys(tmp_path: Path) -> None:
     assert config.scoring_timeout_ms == 99
     assert config.service_name == "from-file"
     assert config.cors_origins is None
-    assert config.app_insights_enabled is False
+    assert config.app_insights_enabled is None  # not given: config.json cannot set it
     assert config.model_dir == ""
     # Keys that config.json cannot set are reported with the unknown ones.
     assert config.unknown_config_keys == (

@@ -124,3 +124,15 @@ def test_fake_ingestion_refuse_mode_closes_the_port_and_can_reopen_it() -> None:
 def test_fake_ingestion_rejects_unknown_modes() -> None:
     with pytest.raises(ValueError):
         FakeIngestion(mode="sideways")
+
+
+def test_fake_ingestion_records_request_headers_in_every_mode() -> None:
+    with FakeIngestion() as ingestion:
+        post(ingestion.url, b"[]", headers={"Authorization": "Bearer token-1"})
+        ingestion.set_mode("error")
+        post(ingestion.url, b"[]", headers={"authorization": "Bearer token-2"})
+        post(ingestion.url, b"[]")
+        assert ingestion.authorizations() == ["Bearer token-1", "Bearer token-2", None]
+        assert ingestion.request_headers[0]["Authorization"] == "Bearer token-1"
+        ingestion.clear()
+        assert ingestion.request_headers == []

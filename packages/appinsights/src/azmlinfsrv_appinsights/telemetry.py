@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 from typing import Any
 
 from .connection import IngestionTarget
+from .credentials import RefreshingToken
+from .credentials import TokenCredential
 from .envelopes import EnvelopeBuilder
 from .envelopes import ServiceContext
 from .exporter import BackgroundExporter
@@ -69,14 +71,19 @@ class AppInsightsTelemetry:
         sender: Sender | None = None,
         attach_to: Sequence[str] = (LOGGER_NAME,),
         log_level: int = logging.INFO,
+        credential: TokenCredential | None = None,
     ) -> None:
+        """``credential`` signs each batch with a Microsoft Entra ID token (``target.entra``); it is required then."""
+        if target.entra and credential is None and sender is None:
+            raise ValueError("the connection string asks for Microsoft Entra ID (Authorization=AAD): pass a credential")
         self._log_response = log_response
         self._mdc_enabled = mdc_enabled
         redactor = Redactor(target.secrets or (target.instrumentation_key,))
         self._builder = EnvelopeBuilder(target.instrumentation_key, context, redactor)
         self._transport: OpenCensusTransport | None = None
         if sender is None:
-            self._transport = OpenCensusTransport(target, redactor, timeout=send_timeout)
+            token = RefreshingToken(credential) if credential is not None and target.entra else None
+            self._transport = OpenCensusTransport(target, redactor, timeout=send_timeout, token=token)
             sender = self._transport.send
         transport = self._transport
         self._exporter: BackgroundExporter[Item] = BackgroundExporter(

@@ -21,6 +21,9 @@ import warnings
 from typing import Any
 
 from .connection import IngestionTarget
+from .credentials import MONITOR_SCOPE
+from .credentials import RefreshingToken
+from .credentials import TokenUnavailable
 from .redaction import Redactor
 
 with warnings.catch_warnings():
@@ -29,6 +32,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     from opencensus.ext.azure.common import Options
     from opencensus.ext.azure.common import utils as azure_utils
+    from opencensus.ext.azure.common.protocol import BaseObject
     from opencensus.ext.azure.common.transport import TransportMixin
     from opencensus.ext.azure.common.transport import TransportStatusCode
 
@@ -99,14 +103,31 @@ class _CaptureFilter(logging.Filter):
 class OpenCensusTransport:
     """Sends batches to one target; safe to call from one thread at a time (the exporter's)."""
 
-    def __init__(self, target: IngestionTarget, redactor: Redactor, timeout: float = DEFAULT_SEND_TIMEOUT) -> None:
-        options = Options(
+    def __init__(
+        self,
+        target: IngestionTarget,
+        redactor: Redactor,
+        timeout: float = DEFAULT_SEND_TIMEOUT,
+        token: RefreshingToken | None = None,
+    ) -> None:
+        # Options(...) would run the library's own option processing, which also parses
+        # APPLICATIONINSIGHTS_CONNECTION_STRING from the environment and raises on Authorization=AAD (and on strings
+        # with a trailing ";"). The target is already validated, so the options are filled in directly.
+        options = Options.__new__(Options)
+        BaseObject.__init__(
+            options,
             connection_string=target.connection_string,
+            instrumentation_key=target.instrumentation_key,
+            endpoint=target.endpoint,
             enable_local_storage=False,
             enable_standard_metrics=False,
             timeout=timeout,
+            proxies="{}",
+            # The library's transport asks this for a token for https://monitor.azure.com//.default before each
+            # POST and sends it as "Authorization: Bearer <token>"; RefreshingToken keeps one until near expiry.
+            credential=token,
         )
-        options.endpoint = target.endpoint
+        self._token = token
         self._transmitter = _Transmitter(options)
         self._filter = _CaptureFilter(redactor)
         self._logger = logging.getLogger(TRANSPORT_LOGGER)
@@ -117,7 +138,15 @@ class OpenCensusTransport:
         messages: list[str] = []
         self._filter.capture(messages)
         try:
+            if self._token is not None:
+                # Renewed here, not inside the library's call, which turns any error into a dropped batch; the
+                # library's own get_token() then gets the same cached token.
+                self._token.get_token(MONITOR_SCOPE)
             code = self._transmitter._transmit(envelopes)
+        except TokenUnavailable as exc:
+            # No token yet (the identity endpoint is slow or failing): like a network error, worth retrying.
+            messages.append(str(exc))
+            code = TransportStatusCode.RETRY
         except Exception as exc:  # the library promises not to raise; if it does, the batch is lost, not the thread
             messages.append(f"{type(exc).__name__} while sending telemetry")
             code = TransportStatusCode.DROP

@@ -1,7 +1,8 @@
 """The start-up banner: version, settings and routes (docs/compatibility.md#banner).
 
-compat: labels, order and spacing are upstream's; operators' log parsers read them. The instrumentation key is
-never printed.
+compat: labels, order and spacing are upstream's; operators' log parsers read them. Our own lines follow upstream's.
+Neither the instrumentation key nor the connection string is ever printed whole: the telemetry line shows the
+ingestion endpoint and the key's first characters.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections.abc import Mapping
 
 from azureml_inference_server_http import __version__
 from azureml_inference_server_http import constants as c
+from azureml_inference_server_http import ingestion
 
 _SETTINGS = (
     ("Entry Script Name", c.ENV_ENTRY_SCRIPT),
@@ -34,11 +36,14 @@ def render(env: Mapping[str, str], extra: Mapping[str, str] | None = None) -> st
         value = env.get(name)
         if name == c.ENV_APP_INSIGHTS_KEY and value is not None:
             shown = "AppInsights key provided"
+        elif name == c.ENV_APP_INSIGHTS_KEY and _connection_string(env):
+            shown = "from the connection string"  # upstream says None here, as it ignored the connection string
         elif name == c.ENV_CORS_ORIGINS and value is not None:
             shown = f"Enabling CORS for {value}"
         else:
             shown = str(value)
         lines.append(f"{label}: {shown}")
+    lines.append(f"Application Insights Telemetry: {telemetry_target(env)}")
     for label, value in (extra or {}).items():
         lines.append(f"{label}: {value}")
     lines += ["", "", "Server Routes", "-" * 15]
@@ -48,3 +53,19 @@ def render(env: Mapping[str, str], extra: Mapping[str, str] | None = None) -> st
     lines.append(f"Score:          POST  127.0.0.1:{port}/score")
     lines.append("")
     return "\n".join(lines)
+
+
+def _connection_string(env: Mapping[str, str]) -> str | None:
+    value = env.get(c.ENV_APP_INSIGHTS_CONNECTION_STRING)
+    return value if value and value.strip() else None
+
+
+def telemetry_target(env: Mapping[str, str]) -> str:
+    """``on, to <endpoint> (instrumentation key 0a1b2c3d...)`` or ``off``, from the environment as validated."""
+    if env.get(c.ENV_APP_INSIGHTS_ENABLED) != "true":
+        return "off"
+    try:
+        target = ingestion.resolve(env.get(c.ENV_APP_INSIGHTS_KEY), _connection_string(env))
+    except ingestion.IngestionSettingsError as exc:
+        return f"off ({exc})"
+    return f"on, to {target.describe()}"

@@ -91,6 +91,12 @@ def serve(
         "--appinsights_instrumentation_key",
         help="The instrumentation key to the application insights where the logs will be published.",
     ),
+    appinsights_connection_string: str | None = typer.Option(
+        None,
+        "--appinsights_connection_string",
+        help="The Application Insights connection string to send telemetry to (env "
+        "APPLICATIONINSIGHTS_CONNECTION_STRING); turns telemetry on.",
+    ),
     access_control_allow_origins: str | None = typer.Option(
         None,
         "--access_control_allow_origins",
@@ -149,6 +155,7 @@ def serve(
         access_control_allow_origins=access_control_allow_origins,
         config_file=config_file,
         rest=rest,
+        appinsights_connection_string=appinsights_connection_string,
     )
     logger.info("Loaded logging config from %s", PACKAGED_CONFIG)
     try:
@@ -238,6 +245,23 @@ def _register_validate() -> None:
 _register_validate()
 
 
+# compat: upstream 1.5.1's own long options, which its argparse parser let users abbreviate.
+UPSTREAM_FLAGS = frozenset(
+    {
+        "--entry_script",
+        "--model_dir",
+        "--port",
+        "--health_port",
+        "--worker_count",
+        "--appinsights_instrumentation_key",
+        "--access_control_allow_origins",
+        "--config_file",
+        "--rest",
+        "--help",
+    }
+)
+
+
 def _expand_prefixes(args: list[str], command: Any) -> list[str]:
     """compat: upstream (argparse) accepts unambiguous prefixes of long options, e.g. ``--entry``."""
     names = [name for param in command.params for name in getattr(param, "opts", []) if name.startswith("--")]
@@ -248,6 +272,9 @@ def _expand_prefixes(args: list[str], command: Any) -> list[str]:
         flag, sep, value = arg.partition("=")
         if flag.startswith("--") and flag not in names:
             matches = [name for name in names if name.startswith(flag)]
+            if len(matches) > 1:
+                # A prefix that was unambiguous upstream (e.g. "--appinsights") stays so despite our added flags.
+                matches = [name for name in matches if name in UPSTREAM_FLAGS]
             if len(matches) == 1:
                 arg = matches[0] + sep + value
         out.append(arg)

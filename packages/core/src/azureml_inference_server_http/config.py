@@ -111,6 +111,7 @@ _SETTINGS: tuple[_Setting, ...] = (
         parse_str,
         in_config_file=False,
     ),
+    _Setting("app_insights_credential", c.ENV_APP_INSIGHTS_CREDENTIAL, parse_str, in_config_file=False),
     _Setting(
         "mdc_storage_enabled",
         c.ENV_MDC_STORAGE_ENABLED,
@@ -153,9 +154,10 @@ class ServerConfig:
     service_version: str = c.DEFAULT_SERVICE_VERSION
     scoring_timeout_ms: int = c.DEFAULT_SCORING_TIMEOUT_MS
     log_level: str = c.DEFAULT_LOG_LEVEL
-    app_insights_enabled: bool = False
+    app_insights_enabled: bool | None = None  # None: AML_APP_INSIGHTS_ENABLED is not set at all
     app_insights_key: str | None = field(default=None, repr=False)
     app_insights_connection_string: str | None = field(default=None, repr=False)
+    app_insights_credential: str | None = None
     mdc_storage_enabled: bool = False
     app_insights_log_response_enabled: bool = True
     cors_origins: str | None = None
@@ -171,8 +173,18 @@ class ServerConfig:
 
     @property
     def telemetry_enabled(self) -> bool:
-        """Telemetry needs the switch and somewhere to send to (docs/compatibility.md#telemetry-enablement)."""
-        return self.app_insights_enabled and bool(self.app_insights_key or self.app_insights_connection_string)
+        """Whether telemetry is asked for: the switch and somewhere to send to (docs/compatibility.md#telemetry-enablement).
+
+        A connection string with the switch unset turns telemetry on (docs/telemetry.md): it is how Azure hands out
+        ingestion settings, and upstream ignored it silently. An explicit false still wins.
+        """
+        if self.app_insights_enabled is None:
+            return self.connection_string_given
+        return self.app_insights_enabled and bool(self.app_insights_key or self.connection_string_given)
+
+    @property
+    def connection_string_given(self) -> bool:
+        return bool(self.app_insights_connection_string and self.app_insights_connection_string.strip())
 
     @property
     def max_request_body_bytes(self) -> int | None:

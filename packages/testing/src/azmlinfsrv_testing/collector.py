@@ -152,7 +152,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(413, {"error": "payload too large"})
             return
         body = self.rfile.read(length)
-        ingestion._count_post()
+        ingestion._count_post(dict(self.headers.items()))
         if path not in TRACK_PATHS:
             self._reply(404, {"error": "not found"})
             return
@@ -210,6 +210,7 @@ class FakeIngestion:
         self._changed = threading.Condition(self._lock)
         self._envelopes: list[Envelope] = []
         self._posts = 0
+        self._headers: list[dict[str, str]] = []
         self._hanging = 0
         self._release = threading.Event()
         self._server: _Server | None = None
@@ -327,6 +328,16 @@ class FakeIngestion:
             return self._posts
 
     @property
+    def request_headers(self) -> list[dict[str, str]]:
+        """The headers of every POST received, in arrival order, whatever the mode (e.g. ``Authorization``)."""
+        with self._lock:
+            return [dict(headers) for headers in self._headers]
+
+    def authorizations(self) -> list[str | None]:
+        """The ``Authorization`` header of every POST (``None`` where there was none), e.g. ``Bearer <token>``."""
+        return [_header(headers, "Authorization") for headers in self.request_headers]
+
+    @property
     def hanging(self) -> int:
         """How many requests are being held without an answer right now."""
         with self._lock:
@@ -340,6 +351,7 @@ class FakeIngestion:
         with self._lock:
             self._envelopes.clear()
             self._posts = 0
+            self._headers.clear()
 
     def wait_for(self, predicate: Predicate, timeout: float = 30.0, count: int = 1) -> list[Envelope]:
         """Wait until at least ``count`` accepted envelopes match ``predicate``; return all that match.
@@ -369,9 +381,10 @@ class FakeIngestion:
             self._envelopes.extend(envelopes)
             self._changed.notify_all()
 
-    def _count_post(self) -> None:
+    def _count_post(self, headers: dict[str, str]) -> None:
         with self._lock:
             self._posts += 1
+            self._headers.append(headers)
 
     def _hang(self) -> None:
         with self._lock:
@@ -381,6 +394,14 @@ class FakeIngestion:
         finally:
             with self._lock:
                 self._hanging -= 1
+
+
+def _header(headers: dict[str, str], name: str) -> str | None:
+    # HTTP header names are case-insensitive; clients differ in how they spell them.
+    for key, value in headers.items():
+        if key.lower() == name.lower():
+            return value
+    return None
 
 
 def _safe(predicate: Predicate, envelope: Envelope) -> bool:

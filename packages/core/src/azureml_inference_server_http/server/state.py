@@ -80,7 +80,10 @@ class ServerState:
         for path in (self.config.app_root, self.config.source_directory_path):
             if path and path not in sys.path:
                 sys.path.append(path)
-        logger.info("Starting up app insights client")
+        if self.telemetry_on or self.config.telemetry_enabled:
+            # compat: upstream 1.5.1 logs this line whether or not telemetry is on; we log it only when telemetry is
+            # asked for, so that a log never claims a client that does not exist (docs/migrating.md).
+            logger.info("Starting up app insights client")
         if not self.telemetry_on:
             self.telemetry = load_telemetry(self.config)
             self.telemetry_on = not isinstance(self.telemetry, NoTelemetry)

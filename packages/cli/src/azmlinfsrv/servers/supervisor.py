@@ -18,6 +18,7 @@ serving on as an orphan.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -456,6 +457,8 @@ def supervise(settings: Mapping[str, Any], policy: CrashPolicy | None = None) ->
             sockets = bind_listeners(addresses)
         except OSError as exc:
             logger.error("Cannot listen on %s: %s", ", ".join(format_addresses(addresses)), exc)
+            if exc.errno == errno.EADDRINUSE:
+                logger.error("Stop the process that listens there, or choose a free port with --port.")
             return 1
     command = [sys.executable, "-m", CHILD_MODULE]
     return Supervisor(command, settings, sockets, policy).run()

@@ -39,7 +39,7 @@ def test_address_in_use(taken_port: int) -> None:
 def test_taken_health_port_names_its_own_option(taken_port: int, caplog: pytest.LogCaptureFixture) -> None:
     settings = SimpleNamespace(host="127.0.0.1", port=free_port(), health_port=taken_port)
     with pytest.raises(typer.Exit) as exit_info:
-        _check_ports({}, settings)  # type: ignore[arg-type]
+        _check_ports({}, settings)
     assert exit_info.value.exit_code == 1
     assert f"Cannot listen on 127.0.0.1:{taken_port}: address already in use" in caplog.text
     assert "choose a free port with --health_port" in caplog.text
@@ -78,3 +78,13 @@ def test_gunicorn_binds_once_and_exits_1(
     assert exit_info.value.code == 1
     assert f"Cannot listen on 127.0.0.1:{taken_port}: address already in use" in caplog.text
     assert "choose a free port with --port" in caplog.text
+
+
+def test_sockets_bound_for_the_server_are_not_a_taken_port(taken_port: int) -> None:
+    """With systemd socket activation or a gunicorn re-exec, the port is held for this server on purpose."""
+    settings = SimpleNamespace(host="127.0.0.1", port=taken_port, health_port=None)
+    _check_ports({"LISTEN_FDS": "1"}, settings)
+    _check_ports({"GUNICORN_FD": "3"}, settings)
+    _check_ports({"GUNICORN_CMD_ARGS": "--reuse-port"}, settings)
+    with pytest.raises(typer.Exit):
+        _check_ports({}, settings)

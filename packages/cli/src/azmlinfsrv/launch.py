@@ -117,6 +117,15 @@ def resolve(env: Mapping[str, str], server: str | None = None, debug_port: int |
     )
 
 
+# Variables through which a server receives its listening sockets already bound: systemd socket activation, and a
+# gunicorn master re-executing itself (USR2). Their ports are taken on purpose.
+INHERITED_SOCKETS_ENV = ("LISTEN_FDS", "GUNICORN_FD")
+
+
+def inherits_sockets(env: Mapping[str, str]) -> bool:
+    return any(env.get(name) for name in INHERITED_SOCKETS_ENV)
+
+
 def address_in_use(host: str, port: int) -> bool:
     """True when ``host:port`` is taken: binding it as the servers do fails with "address already in use".
 
@@ -136,7 +145,7 @@ def address_in_use(host: str, port: int) -> bool:
         except OSError:
             continue
         with sock:
-            if family == socket.AF_INET6 and hasattr(socket, "IPV6_V6ONLY"):
+            if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             if sys.platform != "win32":
                 # As gunicorn and waitress bind: connections in TIME_WAIT do not make a port taken. On Windows the

@@ -8,6 +8,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Mapping
 from typing import Any
 
 import typer
@@ -25,6 +26,7 @@ from .entry import GUNICORN_MASTER
 from .launch import SERVERS
 from .launch import LaunchError
 from .launch import address_in_use
+from .launch import inherits_sockets
 from .launch import port_in_use_message
 from .launch import resolve
 from .reload import RELOAD_ENV
@@ -233,10 +235,10 @@ def _report_unreadable_script(script: str, error: OSError) -> None:
     )
 
 
-def _check_ports(env: os._Environ[str], settings: Any) -> None:
+def _check_ports(env: Mapping[str, str], settings: Any) -> None:
     """Exit 1 with one line when a port to listen on is taken, instead of the server's retries in its own words."""
-    if "--reuse-port" in env.get("GUNICORN_CMD_ARGS", ""):
-        return  # several servers may share the port on purpose
+    if "--reuse-port" in env.get("GUNICORN_CMD_ARGS", "") or inherits_sockets(env):
+        return  # several servers share the port on purpose, or it is bound already for this one
     ports = [(settings.port, "--port")]
     if settings.health_port is not None and settings.health_port != settings.port:
         ports.append((settings.health_port, "--health_port"))

@@ -16,7 +16,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import sys
 from typing import Any
 
@@ -26,6 +25,7 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 
 from ..launch import LaunchSettings
+from ..launch import inherits_sockets
 from ..launch import port_in_use_message
 from ..worker_codes import BOOT_FAILURE_EXIT_CODE
 from ..worker_codes import UPSTREAM_BOOT_FAILURE_EXIT_CODE
@@ -51,9 +51,7 @@ class AzmlinfsrvArbiter(Arbiter):  # type: ignore[misc]
 
 def _inherits_listeners(cfg: Any) -> bool:
     """gunicorn takes its sockets from systemd, from the master it re-executes, or binds one per worker."""
-    if os.environ.get("LISTEN_FDS") or os.environ.get("GUNICORN_FD"):
-        return True
-    return bool(cfg.reuse_port and hasattr(socket, "SO_REUSEPORT"))
+    return inherits_sockets(os.environ) or bool(cfg.reuse_port)
 
 
 def _bind_once(cfg: Any, log: Any, settings: LaunchSettings | None) -> list[Any]:

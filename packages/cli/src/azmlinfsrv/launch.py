@@ -132,7 +132,9 @@ def address_in_use(host: str, port: int) -> bool:
     A bind test before the banner, so that a taken port is one clear line and not gunicorn's five one-second
     retries. Any other failure (a host that does not resolve, a privileged port) is left to the server to report.
     """
-    name = None if host in ("", "*") else host.strip("[]")
+    name: str | bytes | None = None if host in ("", "*") else host.strip("[]")
+    if isinstance(name, str) and name.isascii():
+        name = name.encode()  # a str host would import the IDNA codec first, a millisecond of every start
     try:
         candidates = socket.getaddrinfo(
             name, port, socket.AF_UNSPEC, socket.SOCK_STREAM, socket.IPPROTO_TCP, socket.AI_PASSIVE

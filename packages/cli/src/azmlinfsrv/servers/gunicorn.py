@@ -63,12 +63,13 @@ def _bind_once(cfg: Any, log: Any, settings: LaunchSettings | None) -> list[Any]
         except OSError as exc:
             for listener in listeners:
                 listener.close()
+            shown = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
             if exc.errno == errno.EADDRINUSE and isinstance(address, tuple):
-                host, port = address[0], address[1]
+                port = address[1]
                 flag = "--health_port" if settings is not None and port == settings.health_port else "--port"
-                logger.error("%s", port_in_use_message(host, port, flag))
+                logger.error("%s", port_in_use_message(address[0], port, flag))
             else:
-                logger.error("Cannot listen on %s: %s", address, exc)
+                logger.error("Cannot listen on %s: %s", shown, exc)
             sys.exit(1)
     return listeners
 

@@ -155,6 +155,7 @@ def test_supervise_reports_a_port_in_use_without_starting_a_child(records: list[
         assert supervisor.supervise(settings) == 1
     [error] = messages(records, logging.ERROR)
     assert error.startswith(f"Cannot listen on 127.0.0.1:{port}: ")
+    assert "choose a free port with --port" in error
 
 
 def test_listen_addresses_puts_a_separate_health_port_first() -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
+import socket
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -112,4 +114,56 @@ def resolve(env: Mapping[str, str], server: str | None = None, debug_port: int |
         access_log=access_log,
         max_requests=_int(env, "AZMLINFSRV_MAX_REQUESTS", 0, 0),
         debug_port=debug_port,
+    )
+
+
+# Variables through which a server receives its listening sockets already bound: systemd socket activation, and a
+# gunicorn master re-executing itself (USR2). Their ports are taken on purpose.
+INHERITED_SOCKETS_ENV = ("LISTEN_FDS", "GUNICORN_FD")
+
+
+def inherits_sockets(env: Mapping[str, str]) -> bool:
+    return any(env.get(name) for name in INHERITED_SOCKETS_ENV)
+
+
+def address_in_use(host: str, port: int) -> bool:
+    """True when ``host:port`` is taken: binding it as the servers do fails with "address already in use".
+
+    A bind test before the banner, so that a taken port is one clear line and not gunicorn's five one-second
+    retries. Any other failure (a host that does not resolve, a privileged port) is left to the server to report.
+    """
+    name: str | bytes | None = None if host in ("", "*") else host.strip("[]")
+    if isinstance(name, str) and name.isascii():
+        name = name.encode()  # a str host would import the IDNA codec first, a millisecond of every start
+    try:
+        candidates = socket.getaddrinfo(
+            name, port, socket.AF_UNSPEC, socket.SOCK_STREAM, socket.IPPROTO_TCP, socket.AI_PASSIVE
+        )
+    except OSError:
+        return False
+    for family, kind, proto, _, address in candidates:
+        try:
+            sock = socket.socket(family, kind, proto)
+        except OSError:
+            continue
+        with sock:
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if sys.platform != "win32":
+                # As gunicorn and waitress bind: connections in TIME_WAIT do not make a port taken. On Windows the
+                # option would let this bind succeed on a port another process listens on.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                if exc.errno in (errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", errno.EADDRINUSE)):
+                    return True
+    return False
+
+
+def port_in_use_message(host: str, port: int, flag: str = "--port") -> str:
+    """The one line for a taken port. It says "address already in use", which test launchers look for to retry."""
+    return (
+        f"Cannot listen on {host}:{port}: address already in use (another process is listening there). "
+        f"Stop that process, or choose a free port with {flag}."
     )

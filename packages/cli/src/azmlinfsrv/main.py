@@ -8,11 +8,16 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Mapping
 from typing import Any
 
 import typer
 from azureml_inference_server_http import __version__
 from azureml_inference_server_http import constants as c
+from azureml_inference_server_http import paths
+from azureml_inference_server_http.config import ServerConfig
+from azureml_inference_server_http.exceptions import ConfigError
+from azureml_inference_server_http.exceptions import ConfigFileError
 from azureml_inference_server_http.log_config import PACKAGED_CONFIG
 from azureml_inference_server_http.log_config import apply_packaged_config
 
@@ -21,6 +26,9 @@ from . import environment
 from .entry import GUNICORN_MASTER
 from .launch import SERVERS
 from .launch import LaunchError
+from .launch import address_in_use
+from .launch import inherits_sockets
+from .launch import port_in_use_message
 from .launch import resolve
 from .reload import RELOAD_ENV
 from .servers import WAITRESS_SUPERVISOR
@@ -175,6 +183,7 @@ def serve(
         env[c.ENV_MAX_REQUEST_BODY_MB] = str(max_request_body_mb)
     if reload:
         env[RELOAD_ENV] = "true"
+    script_error = _check_paths(env)
     for line in environment.validate(env):
         print(line)
     app_root = env[c.ENV_APP_ROOT]
@@ -186,7 +195,12 @@ def serve(
     except LaunchError as exc:
         logger.error("%s", exc)
         raise typer.Exit(1) from None
+    if script_error is None:
+        _check_ports(env, settings)
     print(banner.render(env, _extra_banner(settings)), flush=True)
+    if script_error is not None:
+        _report_unreadable_script(*script_error)
+        raise typer.Exit(3)
     multiproc_dir = _metrics_dir(env)
     if settings.server == "gunicorn":
         hand_over(GUNICORN_MASTER, vars(settings), multiproc_dir)  # does not return
@@ -202,6 +216,53 @@ def serve(
         if multiproc_dir and os.getpid() == launcher_pid:
             shutil.rmtree(multiproc_dir, ignore_errors=True)
     raise typer.Exit(code)
+
+
+def _check_paths(env: os._Environ[str]) -> tuple[str, OSError] | None:
+    """Before the banner, one line for an entry script that cannot be read or a model directory that is missing.
+
+    Returns the entry script's path and error when it cannot be read: the server would only fail later, in its
+    worker, after announcing that it listens. A missing model directory is a warning only: upstream serves then,
+    and so do we (a script need not load anything from it).
+    """
+    try:
+        config = ServerConfig.from_env(env)
+    except (ConfigError, ConfigFileError):
+        return None  # reported by the worker in upstream's words
+    script = config.entry_script_path
+    script_error = paths.entry_script_error(script) if script else None
+    if script and script_error is not None:
+        logger.error("%s", paths.describe_entry_script_error(script, script_error))
+    if config.model_dir:
+        problem = paths.model_dir_problem(config.model_dir)
+        if problem is not None:
+            logger.warning("%s. The server starts anyway; init() will not find model files there.", problem)
+    return (script, script_error) if script and script_error is not None else None
+
+
+def _report_unreadable_script(script: str, error: OSError) -> None:
+    """compat: upstream 1.5.1 logs these two messages (with a chained traceback) when its worker cannot read the
+    entry script, and exits 3; we log them without the traceback, the first line having named the path."""
+    if isinstance(error, FileNotFoundError):
+        logger.error("No such file or directory.")
+    if not error.filename:
+        error.filename = script
+    logger.error(
+        "Failed to import user script because it raised an unhandled exception (%s: %s)", type(error).__name__, error
+    )
+
+
+def _check_ports(env: Mapping[str, str], settings: Any) -> None:
+    """Exit 1 with one line when a port to listen on is taken, instead of the server's retries in its own words."""
+    if "--reuse-port" in env.get("GUNICORN_CMD_ARGS", "") or inherits_sockets(env):
+        return  # several servers share the port on purpose, or it is bound already for this one
+    ports = [(settings.port, "--port")]
+    if settings.health_port is not None and settings.health_port != settings.port:
+        ports.append((settings.health_port, "--health_port"))
+    for port, flag in ports:
+        if address_in_use(settings.host, port):
+            logger.error("%s", port_in_use_message(settings.host, port, flag))
+            raise typer.Exit(1)
 
 
 def _extra_banner(settings: Any) -> dict[str, str]:

@@ -4,6 +4,9 @@ It imports the script, checks init()/run() and their decorators, runs init() wit
 swagger documents and scores each sample through the real request path (in-process, no socket). Exit 0 only when
 every check passed.
 
+A script that cannot load or whose init() raises is reported by what the user needs first: the exception, the
+missing module for an import error, and the line of the script; then one traceback of the user's own frames.
+
 A sample file is either a request description ``{"method": "POST", "json": {...} | "body": "...",
 "headers": {...}, "query": "a=1", "expect_status": 200}`` or, when it has no such keys, the JSON body to POST.
 """
@@ -24,8 +27,35 @@ from typing import Any
 
 import typer
 from azureml_inference_server_http import constants as c
+from azureml_inference_server_http.exceptions import AzmlinfsrvError
 
 _REQUEST_KEYS = {"method", "json", "body", "headers", "query", "expect_status"}
+
+
+# The server's own code, left out of the traceback shown for a failing script.
+_SERVER_DIRS = tuple(
+    os.path.join(os.path.dirname(os.path.abspath(path)), "")
+    for path in (__file__, c.__file__)  # azmlinfsrv, azureml_inference_server_http
+)
+_MAX_FRAMES = 6  # of the user's own, the innermost; a report in a CI log stays short
+_MAX_LOG_LINES = 8
+
+
+@dataclass
+class ScriptError:
+    """What a failing load or init() comes down to, for each report format."""
+
+    type: str
+    message: str
+    file: str | None = None
+    line: int | None = None
+    module: str | None = None  # the module an import could not find
+    traceback: str = ""
+
+    @property
+    def headline(self) -> str:
+        where = f" at {self.file}:{self.line}" if self.file and self.line else ""
+        return f"{self.type}: {self.message}{where}"
 
 
 @dataclass
@@ -34,6 +64,7 @@ class Check:
     passed: bool
     seconds: float
     detail: str = ""
+    error: ScriptError | None = None
 
 
 @dataclass
@@ -45,16 +76,88 @@ class Report:
     def passed(self) -> bool:
         return bool(self.checks) and all(check.passed for check in self.checks)
 
-    def add(self, name: str, passed: bool, started: float, detail: str = "") -> Check:
-        check = Check(name, passed, round(time.monotonic() - started, 3), detail)
+    def add(self, name: str, passed: bool, started: float, detail: str = "", error: ScriptError | None = None) -> Check:
+        check = Check(name, passed, round(time.monotonic() - started, 3), detail, error)
         self.checks.append(check)
         return check
+
+
+def _is_users(filename: str) -> bool:
+    return not (filename.startswith("<frozen ") or os.path.abspath(filename).startswith(_SERVER_DIRS))
+
+
+def _same_file(a: str, b: str) -> bool:
+    return os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b))
+
+
+def script_error(exc: BaseException, entry_script: str) -> ScriptError:
+    """The user's exception under the server's wrappers, where it happened in the script, and its own frames."""
+    while isinstance(exc, AzmlinfsrvError) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    frames = traceback.extract_tb(exc.__traceback__)
+    users = [frame for frame in frames if _is_users(frame.filename)]
+    error = ScriptError(type=type(exc).__name__, message=str(exc))
+    if isinstance(exc, AzmlinfsrvError):
+        # The server's own verdict on the script (no init(), a bad run() signature): its frames say nothing more.
+        error.file, shown = entry_script, []
+    elif isinstance(exc, SyntaxError) and exc.filename:
+        # Raised while compiling the file: the place is the error's own, and no frame is in the script.
+        error.message = exc.msg
+        error.file, error.line, shown = exc.filename, exc.lineno, users[-_MAX_FRAMES:]
+    else:
+        in_script = [frame for frame in users if _same_file(frame.filename, entry_script)]
+        places = in_script or users
+        if places:
+            error.file, error.line = places[-1].filename, places[-1].lineno
+        shown = (users or frames[-1:])[-_MAX_FRAMES:]
+    if isinstance(exc, ImportError) and exc.name:
+        error.module = exc.name
+    lines = ["Traceback (most recent call last):"] if shown else []
+    if shown and len(shown) < len(users):
+        lines.append(f"  [{len(users) - len(shown)} earlier frames of your code left out]")
+    lines += [text.rstrip("\n") for text in traceback.format_list(shown)]
+    if not isinstance(exc, AzmlinfsrvError):
+        lines += [text.rstrip("\n") for text in traceback.format_exception_only(type(exc), exc)]
+    error.traceback = "\n".join(lines)
+    return error
+
+
+def _error_detail(error: ScriptError, logs: str) -> str:
+    lines = [error.headline]
+    if error.module:
+        lines.append(f"Missing module: {error.module} (install the package that provides it, or fix the import)")
+    if error.traceback:
+        lines.append(error.traceback)
+    log_lines = logs.splitlines()
+    if log_lines:
+        lines.append("Server log:")
+        if len(log_lines) > _MAX_LOG_LINES:
+            lines.append(f"[{len(log_lines) - _MAX_LOG_LINES} earlier lines left out]")
+        lines += log_lines[-_MAX_LOG_LINES:]
+    return "\n".join(lines)
+
+
+class _WithoutTraceback(logging.Formatter):
+    """Formats a record as ``inner`` would, leaving its traceback out: the report carries it, once."""
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        plain = logging.makeLogRecord(record.__dict__)
+        plain.exc_info = None
+        plain.exc_text = None
+        plain.stack_info = None
+        return self.inner.format(plain)
 
 
 def _captured_logs() -> tuple[io.StringIO, logging.Handler]:
     buffer = io.StringIO()
     handler = logging.StreamHandler(buffer)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s - %(message)s"))
+    handler.setFormatter(_WithoutTraceback(logging.Formatter("%(levelname)s %(name)s - %(message)s")))
+    # A record with a traceback is the failure itself, which the report states first.
+    handler.addFilter(lambda record: record.exc_info is None)
     logging.getLogger("azmlinfsrv").addHandler(handler)
     return buffer, handler
 
@@ -89,14 +192,15 @@ def _check(report: Report, env: dict[str, str], samples: list[str], init_timeout
             state = get_state(app)
             settled = state.settled.wait(init_timeout)
     except Exception as exc:
-        report.add("load", False, started, "".join(traceback.format_exception(exc)))
+        error = script_error(exc, report.entry_script)
+        report.add("load", False, started, _error_detail(error, logs.getvalue()), error)
         return
     if not settled:
         report.add("init", False, started, f"init() did not finish within {init_timeout:g} s")
         return
     if failure:
-        detail = "".join(traceback.format_exception(failure[0])) + "\n" + logs.getvalue()
-        report.add("load and init", False, started, detail)
+        error = script_error(failure[0], report.entry_script)
+        report.add("load and init", False, started, _error_detail(error, logs.getvalue()), error)
         return
     script = state.script
     assert script is not None
@@ -147,7 +251,9 @@ def render_json(report: Report) -> str:
         {
             "entry_script": report.entry_script,
             "passed": report.passed,
-            "checks": [check.__dict__ for check in report.checks],
+            "checks": [
+                {**check.__dict__, "error": check.error.__dict__ if check.error else None} for check in report.checks
+            ],
         },
         indent=2,
     )
@@ -157,13 +263,23 @@ def render_junit(report: Report) -> str:
     # Imported here: xml.sax.saxutils pulls in urllib.request and http.client, 25 ms of the launcher's start-up.
     from xml.sax.saxutils import escape
 
+    attribute = {'"': "&quot;", "\n": "&#10;"}
     failures = sum(not check.passed for check in report.checks)
     total = sum(check.seconds for check in report.checks)
     cases = []
     for check in report.checks:
-        name = escape(check.name, {'"': "&quot;"})
-        case = f'  <testcase classname="azmlinfsrv.validate" name="{name}" time="{check.seconds}">'
-        if not check.passed:
+        name = escape(check.name, attribute)
+        error = check.error
+        where = ""
+        if error and error.file and error.line:
+            # The attributes pytest writes; CI systems link the failure to the line.
+            where = f' file="{escape(error.file, attribute)}" line="{error.line}"'
+        case = f'  <testcase classname="azmlinfsrv.validate" name="{name}" time="{check.seconds}"{where}>'
+        if error:
+            message = escape(error.headline, attribute)
+            kind = escape(error.type, attribute)
+            case += f'<failure message="{message}" type="{kind}">{escape(check.detail)}</failure>'
+        elif not check.passed:
             case += f'<failure message="{name} failed">{escape(check.detail)}</failure>'
         else:
             case += f"<system-out>{escape(check.detail)}</system-out>"
@@ -192,10 +308,12 @@ def validate_command(
     if output_format not in renderers:
         raise typer.BadParameter(f"--format must be one of {', '.join(renderers)}")
     # Server logs go to stderr: stdout carries only the report.
+    # Their tracebacks are left out: the report states the failure once, with the user's frames only.
     server_logger = logging.getLogger("azmlinfsrv")
     for existing in list(server_logger.handlers):
         if isinstance(existing, logging.StreamHandler) and getattr(existing, "stream", None) is sys.stdout:
             existing.setStream(sys.stderr)
+        existing.setFormatter(_WithoutTraceback(existing.formatter))
     report = run_validation(entry_script, model_dir, sample, init_timeout)
     text = renderers[output_format](report)
     if output:

@@ -8,6 +8,7 @@ run() concurrency inside a worker stays 1 unless ``--threads`` says otherwise (s
 
 from __future__ import annotations
 
+import errno
 import gc
 import json
 import logging
@@ -19,10 +20,13 @@ import sys
 from typing import Any
 
 from azureml_inference_server_http.log_config import PACKAGED_CONFIG
+from gunicorn import sock as gunicorn_sock
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 
 from ..launch import LaunchSettings
+from ..launch import inherits_sockets
+from ..launch import port_in_use_message
 from ..worker_codes import BOOT_FAILURE_EXIT_CODE
 from ..worker_codes import UPSTREAM_BOOT_FAILURE_EXIT_CODE
 from . import CLEANUP_ENV
@@ -36,6 +40,38 @@ class AzmlinfsrvArbiter(Arbiter):  # type: ignore[misc]
     """gunicorn's master, halting only on our own boot-failure code (see worker_codes)."""
 
     WORKER_BOOT_ERROR = BOOT_FAILURE_EXIT_CODE
+
+    def start(self) -> None:
+        # gunicorn retries a taken address five times, a second apart, and says so in its own words; the launcher
+        # has checked the ports already, so one that is taken now was taken in between: fail at once, clearly.
+        if not getattr(self, "LISTENERS", None) and not _inherits_listeners(self.cfg):
+            self.LISTENERS = _bind_once(self.cfg, self.log, getattr(self.app, "settings", None))
+        super().start()
+
+
+def _inherits_listeners(cfg: Any) -> bool:
+    """gunicorn takes its sockets from systemd, from the master it re-executes, or binds one per worker."""
+    return inherits_sockets(os.environ) or bool(cfg.reuse_port)
+
+
+def _bind_once(cfg: Any, log: Any, settings: LaunchSettings | None) -> list[Any]:
+    """The listening sockets, as gunicorn makes them, in a single attempt; exit 1 when one cannot be bound."""
+    listeners: list[Any] = []
+    for address in cfg.address:
+        try:
+            listeners.append(gunicorn_sock._sock_type(address)(address, cfg, log))
+        except OSError as exc:
+            for listener in listeners:
+                listener.close()
+            shown = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
+            if exc.errno == errno.EADDRINUSE and isinstance(address, tuple):
+                port = address[1]
+                flag = "--health_port" if settings is not None and port == settings.health_port else "--port"
+                logger.error("%s", port_in_use_message(address[0], port, flag))
+            else:
+                logger.error("Cannot listen on %s: %s", shown, exc)
+            sys.exit(1)
+    return listeners
 
 
 def _recycle_self(stuck: int) -> None:

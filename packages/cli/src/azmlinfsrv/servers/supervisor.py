@@ -18,6 +18,7 @@ serving on as an orphan.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -455,7 +456,10 @@ def supervise(settings: Mapping[str, Any], policy: CrashPolicy | None = None) ->
         try:
             sockets = bind_listeners(addresses)
         except OSError as exc:
-            logger.error("Cannot listen on %s: %s", ", ".join(format_addresses(addresses)), exc)
+            # Normally the launcher has found a taken port before its banner; this one was taken in between.
+            hint = " Stop the process that listens there, or choose a free port with --port."
+            shown = ", ".join(format_addresses(addresses))
+            logger.error("Cannot listen on %s: %s.%s", shown, exc, hint if exc.errno == errno.EADDRINUSE else "")
             return 1
     command = [sys.executable, "-m", CHILD_MODULE]
     return Supervisor(command, settings, sockets, policy).run()

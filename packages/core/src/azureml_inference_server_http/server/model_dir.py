@@ -8,6 +8,8 @@ from __future__ import annotations
 import logging
 import os
 
+from ..paths import model_dir_problem
+
 logger = logging.getLogger("azmlinfsrv")
 trace_logger = logging.getLogger("azmlinfsrv.trace")
 
@@ -20,8 +22,11 @@ def model_ids(model_dir: str) -> list[str]:
     Upstream logs an ERROR traceback at every boot for a folder that is not in that layout (a folder holding
     model.pkl); that is the common local case, so we return [] quietly instead.
     """
-    if not model_dir or not os.path.isdir(model_dir):
-        trace_logger.warning("Model directory is not set or does not exist: %s", model_dir)
+    problem = model_dir_problem(model_dir)
+    if problem is not None:
+        # Upstream logs "Model directory is not set or does not exist: " with the value, empty when unset;
+        # we say which of the two it is, and name the path.
+        trace_logger.warning("%s", problem)
         return []
     directory = os.path.normpath(model_dir)
     base = os.path.basename(directory)

@@ -24,7 +24,7 @@ __all__ = [
 # The endpoint the Application Insights SDKs use when a connection string names none.
 DEFAULT_INGESTION_ENDPOINT = "https://dc.services.visualstudio.com"
 
-# compat: upstream 1.5.1's CLI accepts only keys of this shape, case-insensitively (BEHAVIOR.md §5.4).
+# compat: upstream 1.5.1's CLI accepts only keys of this shape, case-insensitively (docs/compatibility.md#cli-checks).
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
 
 # The values of a connection string's Authorization setting: the instrumentation key alone, or Microsoft Entra ID.

@@ -83,7 +83,7 @@ def merge(options: CliOptions, env: MutableMapping[str, str], cwd: str | None = 
 
 
 def validate(env: MutableMapping[str, str]) -> list[str]:
-    """The model-dir hint and the Application Insights checks; returns the lines to print (docs/compatibility.md#cli-checks).
+    """The model-dir hint and the Application Insights checks; the lines to print (docs/compatibility.md#cli-checks).
 
     After this, ``AML_APP_INSIGHTS_ENABLED`` is always "true" or "false", as user scripts expect. A connection string
     with ``AML_APP_INSIGHTS_ENABLED`` unset turns telemetry on, and any other decision about a connection string or

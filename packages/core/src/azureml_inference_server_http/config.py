@@ -173,7 +173,7 @@ class ServerConfig:
 
     @property
     def telemetry_enabled(self) -> bool:
-        """Whether telemetry is asked for: the switch and somewhere to send to (docs/compatibility.md#telemetry-enablement).
+        """Whether telemetry is asked for: a switch and a target (docs/compatibility.md#telemetry-enablement).
 
         A connection string with the switch unset turns telemetry on (docs/telemetry.md): it is how Azure hands out
         ingestion settings, and upstream ignored it silently. An explicit false still wins.

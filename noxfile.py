@@ -169,6 +169,17 @@ def compare_upstream(session: nox.Session) -> None:
 
 
 @nox.session(python=DEFAULT_PYTHON, default=False)
+def upstream_scenarios(session: nox.Session) -> None:
+    """Upstream 1.5.1's own end-to-end scenarios, run unmodified against our azmlinfsrv (tests/compat).
+
+    Upstream publishes 1.5.1 as a wheel without its tests, so the source is given:
+    ``nox -s upstream_scenarios -- --source <upstream checkout or its .git> --rev 4a7ea9b``.
+    """
+    install_local(session, *PACKAGES, extra=("psutil",))
+    session.run("python", "tests/compat/upstream_scenarios.py", *session.posargs)
+
+
+@nox.session(python=DEFAULT_PYTHON, default=False)
 def bench(session: nox.Session) -> None:
     """Side by side with upstream 1.5.1 under wrk; writes docs/performance.md (`nox -s bench -- --quick`)."""
     # The harness builds its own venvs for both servers; the session only needs the chart library.

@@ -17,6 +17,7 @@ from azmlinfsrv_testing import ServerStartError
 from azmlinfsrv_testing import free_port
 from azmlinfsrv_testing import start_server
 from azmlinfsrv_testing.process import azmlinfsrv_command
+from azmlinfsrv_testing.settings import without_server_settings
 from azmlinfsrv_testing.timing import time_limit
 
 pytest_plugins = ["testing_fixtures"]
@@ -229,7 +230,7 @@ def test_processes_lists_the_workers_and_send_signal_reaches_the_group(write_fil
 
 
 @server_test
-def test_another_command_is_started_with_the_same_policy(tmp_path: Path) -> None:
+def test_another_command_is_started_with_the_same_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A stand-in for another server build: it reports its argv and environment, then serves GET / on --port.
     fake = tmp_path / "fake_server.py"
     fake.write_text(
@@ -242,13 +243,23 @@ def test_another_command_is_started_with_the_same_policy(tmp_path: Path) -> None
         "        self.send_response(200); self.end_headers(); self.wfile.write(b'ok')\n"
         "http.server.HTTPServer(('127.0.0.1', port), H).serve_forever()\n"
     )
-    os.environ["SCORING_TIMEOUT_MS"] = "1"  # a developer's own setting: not inherited
-    try:
-        server = start_server(["--x", "1"], command=[sys.executable, str(fake)], host_flag=False, log_dir=tmp_path)
-    finally:
-        del os.environ["SCORING_TIMEOUT_MS"]
+    monkeypatch.setenv("SCORING_TIMEOUT_MS", "1")  # a developer's own setting: not inherited
+    server = start_server(["--x", "1"], command=[sys.executable, str(fake)], host_flag=False, log_dir=tmp_path)
     with server:
         assert server.health().status_code == 200
         report = json.loads(server.stdout().splitlines()[0])
     assert report == {"argv": ["--x", "1", "--port", str(server.port)], "host": "127.0.0.1", "timeout": None}
     assert _group_gone(server.pid)
+
+
+def test_the_front_ends_settings_are_not_inherited_either() -> None:
+    environ = {
+        "PATH": "/bin",
+        "AZMLINFSRV_MAX_REQUESTS": "5",
+        "azmlinfsrv_access_log": "true",
+        "GUNICORN_CMD_ARGS": "--workers 9",
+        "PROMETHEUS_MULTIPROC_DIR": "/somewhere",
+        "WORKER_COUNT": "3",
+        "HOSTNAME": "box",
+    }
+    assert without_server_settings(environ) == {"PATH": "/bin", "HOSTNAME": "box"}

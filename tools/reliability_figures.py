@@ -38,6 +38,9 @@ from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
 
+import psutil
+from azmlinfsrv_testing import start_server
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "tools" / "reliability_scripts" / "behaviours.py"
 DOC = ROOT / "docs" / "reliability.md"
@@ -46,9 +49,6 @@ UPSTREAM_REQUIREMENT = "azureml-inference-server-http==1.5.1"
 START_MARKER = "<!-- reliability-figures:start -->"
 END_MARKER = "<!-- reliability-figures:end -->"
 HOST = "127.0.0.1"
-# Environment variables that would change a server's behaviour if inherited from the caller's shell.
-SCRUBBED_PREFIXES = ("AML_", "AZUREML_", "AZMLINFSRV_", "SCORING_", "WORKER_", "GUNICORN_", "PROMETHEUS_")
-SCRUBBED_NAMES = ("MAX_REQUEST_BODY_MB", "SEPERATE_HEALTH_ENDPOINT", "HEALTH_PORT", "SERVER_PORT")
 START_BOUND_S = 60.0
 STOP_BOUND_S = 15.0
 NOT_APPLICABLE = "—"
@@ -129,89 +129,55 @@ ROWS = (
 # Processes
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def clean_env(extra: dict[str, str]) -> dict[str, str]:
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(SCRUBBED_PREFIXES) and name not in SCRUBBED_NAMES
-    }
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
-
-
 def process_tree(root: int) -> list[int]:
-    """``root`` and its descendants, from /proc (Linux)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    """``root`` and its descendants (zombies included, as they still count as started)."""
+    try:
+        parent = psutil.Process(root)
+        return [root, *(child.pid for child in parent.children(recursive=True))]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _each(pids: list[int], measure: Callable[[psutil.Process], int]) -> int:
+    total = 0
+    for pid in pids:
         try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        # The command name is in parentheses and may hold spaces; the parent pid is the second field after it.
-        fields = stat[stat.rfind(")") + 2 :].split()
-        children.setdefault(int(fields[1]), []).append(int(entry))
-    tree: list[int] = []
-    todo = [root]
-    while todo and len(tree) < 10_000:
-        pid = todo.pop()
-        tree.append(pid)
-        todo.extend(children.get(pid, []))
-    return tree
+            total += measure(psutil.Process(pid))
+        except psutil.Error:
+            continue  # exited meanwhile
+    return total
 
 
 def rss_kib(pids: list[int]) -> int:
-    total = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            continue
-    return total
+    return _each(pids, lambda process: int(process.memory_info().rss) // 1024)
 
 
 def fd_count(pids: list[int]) -> int:
-    total = 0
-    for pid in pids:
-        try:
-            total += len(os.listdir(f"/proc/{pid}/fd"))
-        except OSError:
-            continue
-    return total
+    return _each(pids, lambda process: int(process.num_fds()))
 
 
 class Server:
-    """One server process (and its workers) in its own process group."""
+    """One server process (and its workers) in its own process group, started by the testing package's launcher:
+    the same environment policy (the caller's server settings are not inherited) and process-group stop as the
+    tests. Upstream has no ``--host``; both are given ``AZMLINFSRV_HOST`` (upstream binds 0.0.0.0 whatever it is
+    told) and only ever addressed on 127.0.0.1. The start is timed here, from the spawn, so the launcher does not
+    wait for health."""
 
     def __init__(self, column: Column, log_dir: Path, name: str, args: tuple[str, ...], env: dict[str, str]) -> None:
-        self.port = free_port()
         self.column = column
-        self.log_path = log_dir / f"{column.key}-{name}.log"
-        full_env = clean_env({**dict(column.env), **env})
-        if column.ours:
-            full_env["AZMLINFSRV_HOST"] = HOST  # upstream binds 0.0.0.0 whatever it is told
-        argv = [column.command, "--entry_script", str(SCRIPT), "--port", str(self.port), *column.args, *args]
-        with self.log_path.open("wb") as log:
-            self.started = time.monotonic()
-            self.process = subprocess.Popen(
-                argv,
-                cwd=SCRIPT.parent,
-                env=full_env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.started = time.monotonic()
+        self.launched = start_server(
+            ("--entry_script", str(SCRIPT), *column.args, *args),
+            env={**dict(column.env), **env},
+            cwd=SCRIPT.parent,
+            log_dir=log_dir / f"{column.key}-{name}",
+            command=[column.command],
+            host_flag=False,
+            wait=False,
+        )
+        self.process = self.launched.process
+        self.port = self.launched.port
+        self.log_path = Path(self.launched.log_path)
         RUNNING.append(self)
 
     @property
@@ -253,25 +219,9 @@ class Server:
         time.sleep(grace)
         return self.process.poll() is None
 
-    def signal_group(self, sig: int) -> None:
-        if self.process.poll() is None:
-            try:
-                os.killpg(self.pid, sig)
-            except ProcessLookupError:
-                pass
-
     def stop(self) -> None:
-        self.signal_group(signal.SIGTERM)
-        try:
-            self.process.wait(STOP_BOUND_S)
-        except subprocess.TimeoutExpired:
-            self.signal_group(signal.SIGKILL)
-            self.process.wait(STOP_BOUND_S)
-        # Workers orphaned by a dead master are still in the group.
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        # SIGTERM to the group, SIGKILL after the bound; workers orphaned by a dead master are still in the group.
+        self.launched.stop(STOP_BOUND_S)
         if self in RUNNING:
             RUNNING.remove(self)
 

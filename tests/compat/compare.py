@@ -11,17 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+from azmlinfsrv_testing import start_server
 
 HERE = Path(__file__).parent
 SCRIPTS = HERE / "scripts"
@@ -116,45 +112,25 @@ EXPECTED = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Server:
+    """One server on 127.0.0.1 through the testing package's launcher: the same environment policy and
+    process-group teardown for upstream's ``azmlinfsrv`` and ours. Upstream has no ``--host`` option; it is given
+    ``AZMLINFSRV_HOST`` (which it ignores, listening on every interface) and is only ever addressed on 127.0.0.1."""
+
     def __init__(self, command: str, script: str, log: Path) -> None:
-        self.port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AML_", "AZUREML_"))}
-        env["AZMLINFSRV_HOST"] = "127.0.0.1"
-        self.log = log.open("wb")
-        self.process = subprocess.Popen(
-            [command, "--entry_script", script, "--port", str(self.port)],
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self.server = start_server(
+            ["--entry_script", script],
             cwd=SCRIPTS,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            timeout=60,
+            log_dir=log.parent / log.stem,
+            command=[command],
+            host_flag=False,
         )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{command} exited with {self.process.returncode}; see {log}")
-            try:
-                requests.get(f"http://127.0.0.1:{self.port}/", timeout=1)
-                return
-            except requests.RequestException:
-                time.sleep(0.1)
-        raise RuntimeError(f"{command} did not start; see {log}")
+        self.port = self.server.port
 
     def stop(self) -> None:
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(15)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(15)
-        self.log.close()
+        self.server.stop()
 
 
 def normalise(response: requests.Response) -> dict[str, object]:

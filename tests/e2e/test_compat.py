@@ -19,6 +19,8 @@ from conftest import free_port
 
 pytestmark = pytest.mark.e2e
 INSTALLED = metadata.version("azureml-inference-server-http-core")
+# compat: upstream 1.5.1 sleeps this long after a failed init() to let telemetry upload, before exiting.
+UPLOAD_WAIT = 30.0
 LOG_LINE = r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3} I \[\d+\] "
 
 
@@ -40,7 +42,7 @@ def test_valid_script_scores_and_logs(launch: Launcher) -> None:
 
 def test_no_entry_script_exits_1(launch: Launcher) -> None:
     server = launch(wait=False)
-    assert server.wait_exit(15) == 1
+    assert server.wait(15) == 1
     assert "Either provide an entry_script using --entry_script" in server.stdout()
 
 
@@ -56,7 +58,7 @@ def test_no_entry_script_exits_1(launch: Launcher) -> None:
 )
 def test_startup_failures_exit_3_with_clear_message(launch: Launcher, script: str, text: str) -> None:
     server = launch("--entry_script", script, wait=False)
-    assert server.wait_exit(30) == 3, server.logs()
+    assert server.wait(30) == 3, server.logs()
     assert text in server.logs()
 
 
@@ -66,8 +68,9 @@ def test_init_failure_lists_model_dir_and_exits_without_waiting(launch: Launcher
     (models / "m1" / "1" / "a.pkl").write_text("x")
     started = time.monotonic()
     server = launch("--entry_script", "broken/init_raises.py", "--model_dir", str(models), wait=False)
-    assert server.wait_exit(30) == 3
-    assert time.monotonic() - started < 20
+    assert server.wait(UPLOAD_WAIT + 30) == 3
+    # The bound is the wait this proves absent, not a speed: with it, the exit would come after UPLOAD_WAIT.
+    assert time.monotonic() - started < UPLOAD_WAIT
     out = server.stdout()
     assert "User's init function failed" in out
     assert "Model Directory Contents:" in out
@@ -77,7 +80,7 @@ def test_init_failure_lists_model_dir_and_exits_without_waiting(launch: Launcher
 def test_port_in_use_fails_and_first_keeps_serving(launch: Launcher, server_model: str) -> None:
     first = launch("--entry_script", "valid_score.py", model=server_model)
     second = launch("--entry_script", "valid_score.py", port=first.port, model=server_model, wait=False)
-    assert second.wait_exit(30) != 0
+    assert second.wait(30) != 0
     if server_model == "waitress":
         assert second.process.returncode == 1
         assert f"Cannot listen on 127.0.0.1:{first.port}" in second.logs()
@@ -200,7 +203,10 @@ def test_streaming_chunks_arrive_as_produced(launch: Launcher) -> None:
             chunks.append(chunk.decode())
             arrivals.append(time.monotonic() - started)
     assert "".join(chunks) == "".join(f"item: {item}\n\n" for item in items)
-    assert arrivals[0] < 0.9 and arrivals[-1] >= 0.85
+    # Three pauses of 0.3 s before the end, and the first item arrived at least one pause before the last: a
+    # buffered response would arrive all at once. (Lower bounds: a loaded machine only makes them larger.)
+    assert arrivals[-1] >= 0.85, arrivals
+    assert arrivals[-1] - arrivals[0] >= 0.25, arrivals
     assert re.search(r"POST\s/\w+\s\d{3}\s\d+\.\d{3}ms\sN/A", server.stdout())
 
 
@@ -271,7 +277,7 @@ def test_keep_alive_connection_reused(launch: Launcher) -> None:
 )
 def test_boot_failure_exit_code_is_3_in_launcher_process(launch: Launcher, env: dict[str, str], model: str) -> None:
     server = launch("--entry_script", "broken/init_raises.py", env=env, model=model, wait=False)
-    assert server.wait_exit(30) == 3, server.logs()
+    assert server.wait(30) == 3, server.logs()
 
 
 def test_preload_runs_init_once_in_master(launch: Launcher, tmp_path: Path) -> None:
@@ -292,5 +298,5 @@ def test_missing_debugpy_is_one_clear_error(launch: Launcher) -> None:
     else:
         pytest.skip("debugpy is installed here")
     server = launch("--entry_script", "valid_score.py", env={"AZUREML_DEBUG_PORT": "5678"}, wait=False)
-    assert server.wait_exit(15) == 1
+    assert server.wait(15) == 1
     assert "debugpy is not installed" in server.logs()

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import requests
 from azmlinfsrv_testing.collector import FakeIngestion
@@ -51,22 +52,13 @@ def call(
 
 
 def rss_kib(server: Server) -> int:
-    """Resident memory of every process in the server's group (Linux /proc), in KiB."""
+    """Resident memory of the server's processes (the one started and its workers), in KiB."""
     total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for process in server.processes():
         try:
-            with open(f"/proc/{entry}/stat", encoding="ascii") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-            if int(fields[2]) != server.process.pid:  # the process group (field 5 of stat)
-                continue
-            with open(f"/proc/{entry}/status", encoding="ascii") as handle:
-                for line in handle:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
+            total += process.memory_info().rss // 1024
+        except psutil.Error:
+            continue  # a worker that exited meanwhile
     return total
 
 
@@ -202,7 +194,6 @@ def test_telemetry_response_value_can_be_switched_off(ingestion: FakeIngestion, 
 
 
 def test_telemetry_init_failure_is_exported_before_a_prompt_exit(ingestion: FakeIngestion, launch: Launcher) -> None:
-    started = time.monotonic()
     server = start(launch, INIT_FAILS, telemetry_env(ingestion), wait=False)
     [item] = ingestion.wait_for(
         lambda e: envelope_kind(e) == "exception" and envelope_properties(e).get("Request Id") == "Unknown",
@@ -214,13 +205,13 @@ def test_telemetry_init_failure_is_exported_before_a_prompt_exit(ingestion: Fake
         "Client Request Id": "",
     }
     assert any(e["message"] == "telemetry-init-failure-marker" for e in item["data"]["baseData"]["exceptions"])
-    # Upstream sleeps a blind 30 s here; a bounded flush returns once the item is delivered.
+    # Upstream sleeps a blind 30 s here; a bounded flush returns once the item is delivered, so the exit follows the
+    # export well within that sleep (the bound is the sleep proved absent, not a speed).
     try:
         server.process.wait(20)
     except subprocess.TimeoutExpired:
         pytest.fail(f"the server did not exit within 20 s of exporting the init() failure:\n{server.logs()}")
     assert server.process.returncode != 0
-    assert time.monotonic() - started < 25
 
 
 @pytest.mark.parametrize("key_source", ["env", "cli"])
@@ -251,7 +242,7 @@ def test_telemetry_key_never_appears_in_output_or_payloads(
         call(server, method, path, body, {"x-ms-client-request-id": client_id})
     call(server, "POST", "/score", {"a": 1}, {"x-ms-client-request-id": "x" * 101})
     ingestion.wait_for(with_client_id(client_id, "exception"), timeout=DELIVERY_TIMEOUT)
-    server.kill()  # SIGTERM to the group, then wait: the output is complete
+    server.stop()  # SIGTERM to the group, then wait: the output is complete
 
     output = server.logs()
     assert "Application Insights" in output  # the output was really captured
@@ -304,8 +295,6 @@ def _within_margin(figures: dict[str, Any]) -> bool:
 
 def test_telemetry_outage_keeps_latency_and_memory_flat(launch: Launcher) -> None:
     """R20: endpoint hanging or refusing: p99 within +5 ms of telemetry off, no errors, no memory growth."""
-    if not os.path.isdir("/proc"):
-        pytest.skip("memory is read from /proc")
     rounds = int(os.environ.get("AZMLINFSRV_OUTAGE_ROUNDS", "2000"))
     body = json.dumps({"data": list(range(20))}).encode()
     with FakeIngestion(mode="hang") as hanging, FakeIngestion(mode="refuse") as refusing:

@@ -1,36 +1,24 @@
-"""Real ``azmlinfsrv`` processes for the fuzz suite: 127.0.0.1, a free port, their own process group.
+"""Real ``azmlinfsrv`` processes for the fuzz suite, started through the testing package's launcher.
 
-Each server is started with ``start_new_session=True`` and stopped by signalling that group's id, never by name or
-by port. Every wait is bounded.
+The launcher gives them 127.0.0.1, a free port, the project's environment policy (the developer's own server
+settings are not inherited) and a process group of their own, stopped by that group's id, never by name or by port.
+Every wait is bounded.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
-import requests
+from azmlinfsrv_testing import ServerProcess as LaunchedServer
+from azmlinfsrv_testing import start_server
 
 RESOURCES = Path(__file__).parent / "resources"
-# Variables of the developer's own shell that would change what the server does.
-_INHERITED_PREFIXES = ("AML_", "AZUREML_", "AZMLINFSRV_", "APPLICATIONINSIGHTS_", "SCORING_", "WORKER_")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class ServerProcess:
-    """One ``python -m azmlinfsrv`` process; use as a context manager."""
+    """One ``azmlinfsrv`` serving ``script``, with gunicorn or waitress; use as a context manager."""
 
     def __init__(
         self,
@@ -42,74 +30,45 @@ class ServerProcess:
         args: tuple[str, ...] = (),
         cwd: Path | None = None,
     ) -> None:
-        self.port = free_port()
         self.log_dir = log_dir
-        log_dir.mkdir(parents=True, exist_ok=True)
-        full_env = {k: v for k, v in os.environ.items() if not k.upper().startswith(_INHERITED_PREFIXES)}
-        full_env.update({"PYTHONUNBUFFERED": "1", "AZMLINFSRV_HOST": "127.0.0.1"})
-        if server == "waitress":
-            full_env["AZMLINFSRV_SERVER"] = "waitress"
-        full_env.update(env or {})
-        self.argv = [
-            sys.executable,
-            "-m",
-            "azmlinfsrv",
-            "--entry_script",
-            str(script),
-            "--port",
-            str(self.port),
-            *args,
-        ]
-        self.env = full_env
-        self.cwd = cwd or RESOURCES
         self.server = server
-        self.process: subprocess.Popen[bytes] | None = None
+        self.args = ("--entry_script", str(script), *args)
+        self.env = {**({"AZMLINFSRV_SERVER": "waitress"} if server == "waitress" else {}), **(env or {})}
+        self.cwd = cwd or RESOURCES
+        self._launched: LaunchedServer | None = None
+
+    @property
+    def launched(self) -> LaunchedServer:
+        if self._launched is None:
+            raise RuntimeError("the server has not been started")
+        return self._launched
+
+    @property
+    def port(self) -> int:
+        return self.launched.port
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.launched.url
 
     def start(self, timeout: float = 60.0) -> ServerProcess:
-        with open(self.log_dir / "stdout.txt", "wb") as out, open(self.log_dir / "stderr.txt", "wb") as err:
-            self.process = subprocess.Popen(
-                self.argv, cwd=self.cwd, env=self.env, stdout=out, stderr=err, start_new_session=True
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.logs()}")
-            try:
-                if requests.get(self.url + "/", timeout=1).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"server not healthy after {timeout} s:\n{self.logs()}")
+        self._launched = start_server(
+            self.args, env=self.env, cwd=self.cwd, timeout=timeout, log_dir=self.log_dir, separate_stderr=True
+        )
+        return self
 
     def stop(self) -> None:
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 10.0)):
-            try:
-                os.killpg(process.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                process.wait(wait)
-                return
-            except subprocess.TimeoutExpired:
-                continue
+        if self._launched is not None:
+            self._launched.stop()
 
     def stdout(self) -> str:
-        return (self.log_dir / "stdout.txt").read_text(errors="replace")
+        return self.launched.stdout()
 
     def stderr(self) -> str:
-        return (self.log_dir / "stderr.txt").read_text(errors="replace")
+        return self.launched.stderr()
 
     def logs(self) -> str:
-        return self.stdout() + self.stderr()
+        return self.launched.logs()
 
     def __enter__(self) -> ServerProcess:
         return self.start()

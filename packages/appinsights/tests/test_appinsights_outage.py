@@ -28,6 +28,7 @@ import pytest
 from azmlinfsrv_appinsights import AppInsightsTelemetry
 from azmlinfsrv_appinsights import ExporterOptions
 from azmlinfsrv_testing.collector import FakeIngestion
+from azmlinfsrv_testing.timing import machine_factor
 from azureml_inference_server_http.server.telemetry import RequestRecord
 from werkzeug.serving import BaseWSGIServer
 from werkzeug.serving import make_server
@@ -128,6 +129,7 @@ def test_outage_calls_return_fast_and_drops_are_counted(
     log = unmanaged_logger(telemetry)
     durations: list[float] = []
     error = ValueError("run() failed")
+    factor = machine_factor()  # the budgets below hold on an idle machine; a loaded one gets proportionally more
     for i in range(CALLS):
         started = time.perf_counter()
         telemetry.request(record(i))
@@ -154,8 +156,8 @@ def test_outage_calls_return_fast_and_drops_are_counted(
         "dropped_queue_full": stats.dropped_queue_full,
         "endpoint_posts": ingestion.posts,
     }
-    assert p99 < P99_BUDGET_MS, f"p99 {p99:.3f} ms"
-    assert worst < MAX_BUDGET_MS, f"max {worst:.3f} ms"
+    assert p99 < P99_BUDGET_MS * factor, f"p99 {p99:.3f} ms (machine factor {factor:.1f})"
+    assert worst < MAX_BUDGET_MS * factor, f"max {worst:.3f} ms (machine factor {factor:.1f})"
     assert stats.queued <= CAPACITY
     assert stats.submitted + stats.dropped_queue_full == offered
     assert stats.dropped_queue_full > 0

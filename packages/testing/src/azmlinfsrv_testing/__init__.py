@@ -20,6 +20,11 @@ from .process import ServerProcess
 from .process import ServerStartError
 from .process import free_port
 from .process import start_server
+from .timing import allowance
+from .timing import latency
+from .timing import machine_factor
+from .timing import time_budget
+from .timing import time_limit
 
 __all__ = [
     "ClientFactory",
@@ -30,8 +35,13 @@ __all__ = [
     "ServerFactory",
     "ServerProcess",
     "ServerStartError",
+    "allowance",
     "envelope_kind",
     "envelope_properties",
     "free_port",
+    "latency",
+    "machine_factor",
     "start_server",
+    "time_budget",
+    "time_limit",
 ]

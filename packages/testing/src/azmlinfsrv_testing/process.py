@@ -2,12 +2,14 @@
 
 The server runs in a process group of its own (a new session on POSIX, a new process group on Windows) so that
 stopping it also stops the gunicorn workers it forked, and nothing else: the group is signalled by its id, never
-by name or port. Its stdout and stderr go to one log file, which :class:`ServerStartError` quotes when the
-server does not come up.
+by name or port. Its stdout and stderr go to one log file (or two, with ``separate_stderr``), which
+:class:`ServerStartError` quotes when the server does not come up. The same launcher starts any other server
+command (``command=``), e.g. another build of ``azmlinfsrv``, under the same environment policy and teardown.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import importlib.util
 import os
@@ -22,7 +24,10 @@ from collections.abc import Iterable
 from collections.abc import Mapping
 from collections.abc import Sequence
 from types import TracebackType
+from typing import IO
 from typing import Any
+
+import psutil
 
 from .messages import Headers
 from .messages import Response
@@ -93,13 +98,20 @@ class ServerProcess:
     """A running ``azmlinfsrv``: its ``url``, a small HTTP client, its log, and :meth:`stop`."""
 
     def __init__(
-        self, process: subprocess.Popen[bytes], command: Sequence[str], port: int, log_path: str, host: str = HOST
+        self,
+        process: subprocess.Popen[bytes],
+        command: Sequence[str],
+        port: int,
+        log_path: str,
+        host: str = HOST,
+        stderr_path: str | None = None,
     ) -> None:
         self.process = process
         self.command = list(command)
         self.host = host
         self.port = port
         self.log_path = log_path
+        self.stderr_path = stderr_path  # None: stderr is in log_path, interleaved with stdout
 
     @property
     def url(self) -> str:
@@ -116,12 +128,28 @@ class ServerProcess:
         return self.process.poll()
 
     def logs(self) -> str:
-        """Everything the server wrote to stdout and stderr so far."""
+        """Everything the server wrote to stdout and stderr so far (stdout first when they are kept apart)."""
+        return self.stdout() + self.stderr()
+
+    def stdout(self) -> str:
+        """What the server wrote to stdout so far; stderr too unless it was started with ``separate_stderr``."""
+        return _read(self.log_path)
+
+    def stderr(self) -> str:
+        """What the server wrote to stderr so far, when it was started with ``separate_stderr``; else ``""``."""
+        return _read(self.stderr_path) if self.stderr_path is not None else ""
+
+    def processes(self) -> list[psutil.Process]:
+        """The server's processes still running: the one started and every descendant (gunicorn's workers).
+
+        Exited processes not yet reaped by their parent (zombies) are left out.
+        """
         try:
-            with open(self.log_path, encoding="utf-8", errors="replace") as handle:
-                return handle.read()
-        except FileNotFoundError:
-            return ""
+            root = psutil.Process(self.pid)
+            members = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+        return [member for member in members if _running(member)]
 
     # -- HTTP --------------------------------------------------------------------------------------------------
 
@@ -203,6 +231,30 @@ class ServerProcess:
             pid=self.pid,
         )
 
+    def send_signal(self, signum: int) -> None:
+        """Send ``signum`` to the server's whole process group and return at once (see :meth:`wait`).
+
+        On Windows only ``signal.CTRL_BREAK_EVENT`` reaches the group; other signals go to the started process.
+        """
+        if sys.platform == "win32":
+            if self.process.poll() is None:
+                self.process.send_signal(signum)
+            return
+        _signal_group(self.process.pid, signum)
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for the started process to exit and return its exit code.
+
+        Raises :class:`TimeoutError`, quoting the end of the log, if it still runs after ``timeout`` seconds.
+        """
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise TimeoutError(
+                f"azmlinfsrv still runs after {timeout:g} s.\ncommand: {shlex.join(self.command)}\n"
+                f"--- azmlinfsrv log ---\n{_tail(self.logs())}\n--- end of log ---"
+            ) from None
+
     def stop(self, timeout: float = STOP_TIMEOUT) -> int | None:
         """Stop the server's process group: a graceful signal, then a kill after ``timeout`` seconds. Idempotent."""
         process = self.process
@@ -251,6 +303,21 @@ class ServerProcess:
         return f"<ServerProcess pid={self.pid} {self.url}>"
 
 
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return ""
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def _signal_group(group: int, signum: int) -> bool:
     """False when no process of the group is left."""
     if sys.platform == "win32":
@@ -278,6 +345,10 @@ def start_server(
     log_dir: str | os.PathLike[str] | None = None,
     health_path: str = "/",
     inherit_settings: bool = False,
+    command: Sequence[str] | None = None,
+    host_flag: bool = True,
+    wait: bool = True,
+    separate_stderr: bool = False,
 ) -> ServerProcess:
     """Start ``azmlinfsrv ARGS --host 127.0.0.1 --port PORT`` and wait until ``GET health_path`` answers 200.
 
@@ -287,12 +358,22 @@ def start_server(
     port is picked, and picked again (up to three times) if another process takes it before the server binds it.
     Raises :class:`ServerStartError`, quoting the server's log, when the server exits or is not healthy in time;
     the process group is stopped before the error is raised.
+
+    ``command`` runs another server instead of this environment's ``azmlinfsrv`` (e.g. ``["/path/to/azmlinfsrv"]``
+    of another installation, or ``[sys.executable, "host.py"]``), with the same environment, process group and
+    teardown; it is given ``--host``/``--port`` the same way. ``host_flag=False`` leaves out ``--host`` for a
+    command without that option and sets ``AZMLINFSRV_HOST`` instead. ``wait=False`` returns as soon as the process
+    is started, for a server expected to exit (see :meth:`ServerProcess.wait`) or one the test polls itself; a
+    taken port is then not retried. ``separate_stderr`` keeps stderr in a file of its own
+    (:meth:`ServerProcess.stderr`).
     """
     for flag in ("--port", "--host"):
         if any(arg == flag or arg.startswith(flag + "=") for arg in args):
             raise ValueError(f"start_server() sets {flag} itself; pass port= instead")
-    command = azmlinfsrv_command()
+    base_command = list(command) if command is not None else azmlinfsrv_command()
     child_env = dict(os.environ) if inherit_settings else without_server_settings(os.environ)
+    if not host_flag:
+        child_env["AZMLINFSRV_HOST"] = HOST
     for name, value in (env or {}).items():
         if value is None:
             child_env.pop(name, None)
@@ -302,11 +383,16 @@ def start_server(
     child_env.setdefault("PYTHONUNBUFFERED", "1")
     directory = os.fspath(log_dir) if log_dir is not None else tempfile.mkdtemp(prefix="azmlinfsrv-")
     os.makedirs(directory, exist_ok=True)
-    attempts = 1 if port is not None else PORT_ATTEMPTS
+    attempts = 1 if port is not None or not wait else PORT_ATTEMPTS
+    host_args = ["--host", HOST] if host_flag else []
     for attempt in range(1, attempts + 1):
         chosen = port if port is not None else free_port()
         log_path = os.path.join(directory, f"azmlinfsrv-{chosen}.log")
-        server = _spawn([*command, *args, "--host", HOST, "--port", str(chosen)], child_env, cwd, chosen, log_path)
+        stderr_path = os.path.join(directory, f"azmlinfsrv-{chosen}.stderr.log") if separate_stderr else None
+        full_command = [*base_command, *args, *host_args, "--port", str(chosen)]
+        server = _spawn(full_command, child_env, cwd, chosen, log_path, stderr_path)
+        if not wait:
+            return server
         try:
             server.wait_healthy(timeout, health_path)
         except ServerStartError as exc:
@@ -322,9 +408,18 @@ def start_server(
 
 
 def _spawn(
-    command: list[str], env: dict[str, str], cwd: str | os.PathLike[str] | None, port: int, log_path: str
+    command: list[str],
+    env: dict[str, str],
+    cwd: str | os.PathLike[str] | None,
+    port: int,
+    log_path: str,
+    stderr_path: str | None = None,
 ) -> ServerProcess:
-    with open(log_path, "wb") as log:
+    with contextlib.ExitStack() as files:
+        log = files.enter_context(open(log_path, "wb"))
+        errors: IO[bytes] | int = subprocess.STDOUT
+        if stderr_path is not None:
+            errors = files.enter_context(open(stderr_path, "wb"))
         if sys.platform == "win32":
             process = subprocess.Popen(
                 command,
@@ -332,7 +427,7 @@ def _spawn(
                 cwd=cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
-                stderr=subprocess.STDOUT,
+                stderr=errors,
                 creationflags=subprocess.CREATE_NEW_PROCESS_GROUP,
             )
         else:
@@ -342,7 +437,7 @@ def _spawn(
                 cwd=cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
-                stderr=subprocess.STDOUT,
+                stderr=errors,
                 start_new_session=True,
             )
-    return ServerProcess(process, command, port, log_path)
+    return ServerProcess(process, command, port, log_path, stderr_path=stderr_path)

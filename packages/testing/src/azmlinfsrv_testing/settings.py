@@ -23,7 +23,19 @@ def server_setting_names() -> frozenset[str]:
     return frozenset(name.upper() for name in names if isinstance(name, str)) - _KEEP
 
 
+# Read by the command-line front-end and the servers it runs rather than by core: its own AZMLINFSRV_* options
+# (worker recycling, access log, ...), gunicorn's extra options and the metrics directory it shares with workers.
+_FRONT_END_PREFIX = "AZMLINFSRV_"
+_FRONT_END_NAMES = frozenset({"GUNICORN_CMD_ARGS", "PROMETHEUS_MULTIPROC_DIR"})
+
+
 def without_server_settings(environ: Mapping[str, str]) -> dict[str, str]:
-    """``environ`` without the server's settings; names are compared case-insensitively, as the server reads them."""
-    drop = server_setting_names()
-    return {name: value for name, value in environ.items() if name.upper() not in drop}
+    """``environ`` without the server's settings, core's and the front-end's (``AZMLINFSRV_*``,
+    ``GUNICORN_CMD_ARGS``, ``PROMETHEUS_MULTIPROC_DIR``); names are compared case-insensitively, as the server
+    reads them."""
+    drop = server_setting_names() | _FRONT_END_NAMES
+    return {
+        name: value
+        for name, value in environ.items()
+        if name.upper() not in drop and not name.upper().startswith(_FRONT_END_PREFIX)
+    }

@@ -11,11 +11,13 @@ from pathlib import Path
 import pytest
 from azmlinfsrv_testing.process import ServerStartError
 from azmlinfsrv_testing.process import start_server
+from azureml_inference_server_http import __version__
+from azureml_inference_server_http import constants
 from conftest import RESOURCES
 
 pytestmark = pytest.mark.e2e
 
-BANNER = "Azure ML Inferencing HTTP server v1.5.1"
+BANNER = constants.TITLE_TEMPLATE.format(version=__version__)
 SERVERS = [
     pytest.param(
         "gunicorn", marks=pytest.mark.skipif(sys.platform == "win32", reason="gunicorn does not run on Windows")

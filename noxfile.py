@@ -79,7 +79,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=DEFAULT_PYTHON)
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on every package's src/."""
-    install_local(session, *PACKAGES, extra=("mypy>=1.10", "types-waitress"))
+    install_local(session, *PACKAGES, extra=("mypy>=1.10", "types-waitress", "types-psutil"))
     session.run("mypy", *(f"packages/{p}/src" for p in PACKAGES))
 
 

@@ -28,15 +28,16 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 
 from .. import constants as c
 from ..exceptions import UserScriptTimeout
+from . import jsonio
 from .arrays import fits_sample_shape
 from .inputs import BODY_READ_KEY
 from .inputs import InputError
 from .inputs import read_body
 from .scoring import SLOT_LEASE_KEY
 from .scoring import AnsweredTimeout
-from .state import PHASE_READY
 from .telemetry import ModelDataRecord
 from .tensors import DEFAULT_OUTPUT
+from .tensors import NUMPY_DTYPES
 from .tensors import InferRequest
 from .tensors import Output
 from .tensors import Tensor
@@ -248,6 +249,14 @@ class V2Routes:
     """The V2 handlers, sharing the score route's machinery through :class:`ScoringApp`."""
 
     def __init__(self, handlers: ScoringApp) -> None:
+        # app.py's pieces, looked up once: app.py imports this module, so they cannot be imported at its top.
+        from . import app
+
+        self._new_ids = app._Ids
+        self._read_ids = app._read_ids
+        self._drop_unread_body = app._drop_unread_body
+        self._limited_input = app._LimitedInput
+        self._msg_user_error = app.MSG_USER_ERROR
         self.handlers = handlers
         self.state = handlers.state
         config = self.state.config
@@ -284,15 +293,12 @@ class V2Routes:
 
     def _answer(self, build: Callable[[Request], Response]) -> WerkzeugResponse:
         """Ids, response headers, the log line and request telemetry around a metadata route."""
-        from .app import _Ids
-        from .app import _read_ids
-
         handlers = self.handlers
         started = time.perf_counter()
         wall_start = time.time()
-        ids = _Ids()
+        ids = self._new_ids()
         req: Request = request._get_current_object()  # type: ignore[attr-defined]  # once, not per use
-        problem = _read_ids(req.headers, ids)
+        problem = self._read_ids(req.headers, ids)
         response = self._error(431, problem) if problem is not None else build(req)
         handlers._finish(response, ids, req)
         ms = handlers._log_line(req, response, started)
@@ -334,6 +340,8 @@ class V2Routes:
             unknown = self._unknown(model_name, model_version)
             if unknown is not None:
                 return unknown
+            from .state import PHASE_READY  # here: state.py imports this module (through openapi.py)
+
             # A probe: it never waits for init().
             ready = self.state.phase == PHASE_READY
             return self._json(200 if ready else 503, {"name": self.model_name, "ready": ready})
@@ -343,16 +351,12 @@ class V2Routes:
     # -- infer ---------------------------------------------------------------------------------------------
 
     def infer(self, model_name: str, model_version: str | None = None) -> WerkzeugResponse:
-        from .app import _drop_unread_body
-        from .app import _Ids
-        from .app import _read_ids
-
         handlers = self.handlers
         started = time.perf_counter()
         wall_start = time.time()
-        ids = _Ids()
+        ids = self._new_ids()
         req: Request = request._get_current_object()  # type: ignore[attr-defined]  # once, not per use
-        problem = _read_ids(req.headers, ids)
+        problem = self._read_ids(req.headers, ids)
         run_ms: float | None = None
         handlers.metrics.started()
         if problem is not None:
@@ -360,7 +364,7 @@ class V2Routes:
         else:
             response, run_ms = self._infer(req, ids, model_name, model_version)
             if req.content_length and BODY_READ_KEY not in req.environ:
-                _drop_unread_body(req)
+                self._drop_unread_body(req)
         handlers._finish(response, ids, req)
         ms = handlers._log_line(req, response, started)
         handlers.metrics.observe_score(req.method, response.status_code, ms, run_ms, INFER_ROUTE)
@@ -371,8 +375,6 @@ class V2Routes:
     def _infer(
         self, req: Request, ids: Any, model_name: str, model_version: str | None
     ) -> tuple[WerkzeugResponse, float | None]:
-        from .app import _LimitedInput
-
         unknown = self._unknown(model_name, model_version)
         if unknown is not None:
             return unknown, None
@@ -386,7 +388,7 @@ class V2Routes:
             response.headers["Connection"] = "close"  # the body is not read (see ScoringApp._too_large)
             return response, None
         if limit is not None and length is None:
-            req.environ["wsgi.input"] = _LimitedInput(req.environ["wsgi.input"], limit)
+            req.environ["wsgi.input"] = self._limited_input(req.environ["wsgi.input"], limit)
         if not state.wait_ready():
             return self._error(503, MSG_NOT_READY), None
         info = self.model_info()
@@ -414,8 +416,6 @@ class V2Routes:
 
     @staticmethod
     def _parse(req: Request) -> InferRequest:
-        from . import jsonio
-
         body = read_body(req)
         header_length = req.headers.get(HEADER_INFERENCE_LENGTH)
         if header_length is None:
@@ -466,9 +466,7 @@ class V2Routes:
             except RequestEntityTooLarge as exc:
                 return self._error(413, exc.description or "Request body too large")
             except BaseException as exc:
-                from .app import MSG_USER_ERROR
-
-                return handlers._run_failed(exc, ids, MSG_USER_ERROR, body=_error_body)
+                return handlers._run_failed(exc, ids, self._msg_user_error, body=_error_body)
             return output, (time.perf_counter() - run_started) * 1000.0
         finally:
             if not slot_released:
@@ -554,6 +552,217 @@ class V2Routes:
                 )
             except Exception:
                 logging.getLogger("azmlinfsrv.trace").exception("Error logging to Application Insights:")
+
+
+# -- /openapi.json ---------------------------------------------------------------------------------------------
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def openapi_schemas() -> dict[str, Any]:
+    """The V2 bodies, for the components of /openapi.json."""
+    parameters = {"type": "object"}
+    tensor_shape = {"type": "array", "items": {"type": "integer", "minimum": 0}}
+    return {
+        "V2Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {"error": {"type": "string"}},
+            "additionalProperties": False,
+        },
+        "V2ServerMetadata": {
+            "type": "object",
+            "required": ["name", "version", "extensions"],
+            "properties": {
+                "name": {"type": "string"},
+                "version": {"type": "string"},
+                "extensions": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+        "V2TensorMetadata": {
+            "type": "object",
+            "required": ["name", "datatype", "shape"],
+            "properties": {
+                "name": {"type": "string"},
+                "datatype": {"enum": list(NUMPY_DTYPES)},
+                "shape": {"type": "array", "items": {"type": "integer", "minimum": -1}},
+            },
+        },
+        "V2ModelMetadata": {
+            "type": "object",
+            "required": ["name", "platform", "inputs", "outputs"],
+            "properties": {
+                "name": {"type": "string"},
+                "versions": {"type": "array", "items": {"type": "string"}},
+                "platform": {"type": "string"},
+                "inputs": {"type": "array", "items": _ref("V2TensorMetadata")},
+                "outputs": {"type": "array", "items": _ref("V2TensorMetadata")},
+            },
+        },
+        "V2ModelReady": {
+            "type": "object",
+            "required": ["name", "ready"],
+            "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}},
+        },
+        "V2InferenceRequest": {
+            "type": "object",
+            "required": ["inputs"],
+            "properties": {
+                "id": {"type": "string"},
+                "parameters": parameters,
+                "inputs": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["name", "shape", "datatype", "data"],
+                        "properties": {
+                            "name": {"type": "string"},
+                            "shape": tensor_shape,
+                            "datatype": {"enum": list(NUMPY_DTYPES)},
+                            "parameters": parameters,
+                            "data": {"type": "array"},
+                        },
+                    },
+                },
+                "outputs": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["name"],
+                        "properties": {"name": {"type": "string"}, "parameters": parameters},
+                    },
+                },
+            },
+        },
+        "V2InferenceResponse": {
+            "type": "object",
+            "required": ["model_name", "outputs"],
+            "properties": {
+                "model_name": {"type": "string"},
+                "model_version": {"type": "string"},
+                "id": {"type": "string"},
+                "outputs": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["name", "shape", "datatype"],
+                        "properties": {
+                            "name": {"type": "string"},
+                            "shape": tensor_shape,
+                            "datatype": {"enum": list(NUMPY_DTYPES)},
+                            "parameters": parameters,
+                            "data": {"type": "array"},
+                        },
+                    },
+                },
+            },
+        },
+    }
+
+
+def openapi_paths(script: UserScript, model_name: str, body_limit: int | None) -> dict[str, Any]:
+    """The V2 routes of /openapi.json for a loaded script."""
+
+    def error(description: str) -> dict[str, Any]:
+        return {"description": description, "content": {JSON: {"schema": _ref("V2Error")}}}
+
+    header_too_long = error(
+        f"A request id header is longer than {c.HEADER_LIMIT} characters (or the headers are over the HTTP "
+        "server's limits, which it answers itself, as on /score)."
+    )
+    internal = {
+        "description": "run() raised or timed out (`x-ms-run-function-failed: True`, V2 error body), or an error in "
+        "the server (`False`, the server's error body).",
+        "content": {JSON: {"schema": {"anyOf": [_ref("V2Error"), _ref("Error")]}}},
+    }
+    unknown = error("No such model or version.")
+    not_ready = error("init() has not completed (or failed).")
+    name_parameter = {"name": "model_name", "in": "path", "required": True, "schema": {"enum": [model_name]}}
+    version_parameter = {"name": "model_version", "in": "path", "required": True, "schema": {"enum": [MODEL_VERSION]}}
+    paths: dict[str, Any] = {
+        "/v2": {
+            "get": {
+                "operationId": "V2ServerMetadata",
+                "summary": "Open Inference Protocol: server metadata.",
+                "responses": {
+                    "200": {"description": "The server.", "content": {JSON: {"schema": _ref("V2ServerMetadata")}}},
+                    "431": header_too_long,
+                    "500": internal,
+                },
+            }
+        }
+    }
+    infer_responses: dict[str, Any] = {
+        "200": {
+            "description": "The outputs: JSON, or with binary outputs (the binary tensor extension) the JSON header "
+            "of `Inference-Header-Content-Length` bytes followed by the outputs' bytes.",
+            "content": {
+                JSON: {"schema": _ref("V2InferenceResponse")},
+                BINARY: {"schema": {"type": "string", "format": "binary"}},
+            },
+        },
+        "400": error("The request is not a valid inference request for this model: see `error`."),
+        "404": unknown,
+    }
+    if body_limit is not None:
+        infer_responses["413"] = error(f"The body is larger than {body_limit} bytes (MAX_REQUEST_BODY_MB).")
+    infer_responses["431"] = header_too_long
+    infer_responses["500"] = internal
+    if script.mode is InputMode.RAW:
+        infer_responses["501"] = error("run() is decorated with @rawhttp: call /score.")
+    infer_responses["503"] = not_ready
+    for prefix, parameters, suffix in (
+        ("/v2/models/{model_name}", [name_parameter], ""),
+        ("/v2/models/{model_name}/versions/{model_version}", [name_parameter, version_parameter], "Version"),
+    ):
+        paths[prefix] = {
+            "get": {
+                "operationId": f"V2ModelMetadata{suffix}",
+                "summary": "Open Inference Protocol: the model's inputs and outputs.",
+                "parameters": parameters,
+                "responses": {
+                    "200": {"description": "The model.", "content": {JSON: {"schema": _ref("V2ModelMetadata")}}},
+                    "404": unknown,
+                    "431": header_too_long,
+                    "500": internal,
+                    "503": not_ready,
+                },
+            }
+        }
+        ready = {"content": {JSON: {"schema": _ref("V2ModelReady")}}}
+        paths[f"{prefix}/ready"] = {
+            "get": {
+                "operationId": f"V2ModelReady{suffix}",
+                "summary": "Open Inference Protocol: model readiness (a probe: never waits for init()).",
+                "parameters": parameters,
+                "responses": {
+                    "200": {"description": "Ready.", **ready},
+                    "404": unknown,
+                    "431": header_too_long,
+                    "500": internal,
+                    "503": {"description": "Not ready.", **ready},
+                },
+            }
+        }
+        paths[f"{prefix}/infer"] = {
+            "post": {
+                "operationId": f"V2ModelInfer{suffix}",
+                "summary": "Open Inference Protocol: call run() with tensors (docs/v2.md).",
+                "parameters": parameters,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        JSON: {"schema": _ref("V2InferenceRequest")},
+                        BINARY: {"schema": {"type": "string", "format": "binary"}},
+                    },
+                },
+                "responses": infer_responses,
+            }
+        }
+    return paths
 
 
 # A direct route: (view, rule, view arguments), or None for Flask's routing.

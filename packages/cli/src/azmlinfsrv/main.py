@@ -136,6 +136,12 @@ def serve(
         "--max_request_body_mb",
         help="Largest accepted request body in MB (env MAX_REQUEST_BODY_MB); 0 disables the limit. Default is 100.",
     ),
+    model_name: str | None = typer.Option(
+        None,
+        "--model_name",
+        help="The model's name on the Open Inference Protocol routes /v2/models/<name>/... (env "
+        "AZMLINFSRV_MODEL_NAME). Default: the entry script's file name without .py.",
+    ),
     reload: bool = typer.Option(
         False, "--reload", help="Re-import the entry script and re-run init() when its files change."
     ),
@@ -181,6 +187,8 @@ def serve(
         env[c.ENV_HOST] = host
     if max_request_body_mb is not None:
         env[c.ENV_MAX_REQUEST_BODY_MB] = str(max_request_body_mb)
+    if model_name is not None:
+        env[c.ENV_MODEL_NAME] = model_name
     if reload:
         env[RELOAD_ENV] = "true"
     script_error = _check_paths(env)

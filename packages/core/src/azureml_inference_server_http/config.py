@@ -77,6 +77,14 @@ def parse_str(value: Any) -> str:
     return value if isinstance(value, str) else str(value)
 
 
+def parse_model_name(value: Any) -> str | None:
+    """A model name is one URL path segment: no "/"; empty means the default."""
+    text = parse_str(value).strip()
+    if "/" in text:
+        raise ValueError("A model name cannot contain '/'")
+    return text or None
+
+
 @dataclass(frozen=True)
 class _Setting:
     attr: str
@@ -137,6 +145,7 @@ _SETTINGS: tuple[_Setting, ...] = (
     _Setting("worker_threads", c.ENV_WORKER_THREADS, parse_int),
     _Setting("max_request_body_mb", c.ENV_MAX_REQUEST_BODY_MB, parse_int),
     _Setting("metrics_enabled", c.ENV_METRICS_ENABLED, parse_bool),
+    _Setting("model_name", c.ENV_MODEL_NAME, parse_model_name),
 )
 _CONFIG_FILE_KEYS = {s.env.upper() for s in _SETTINGS if s.in_config_file}
 
@@ -168,6 +177,7 @@ class ServerConfig:
     worker_threads: int = c.DEFAULT_WORKER_THREADS
     max_request_body_mb: int = c.DEFAULT_MAX_REQUEST_BODY_MB
     metrics_enabled: bool = True
+    model_name: str | None = None  # None: the entry script's file stem (server/v2.py)
     config_file: str | None = None
     unknown_config_keys: tuple[str, ...] = ()
 

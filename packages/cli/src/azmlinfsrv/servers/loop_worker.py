@@ -68,6 +68,12 @@ SCORE_PATH = "/score"
 # Routes that answer only once init() has completed; their requests wait in the loop meanwhile.
 _WAIT_FOR_INIT = frozenset((SCORE_PATH, "/", "/swagger.json"))
 
+
+def _is_scoring(path: str) -> bool:
+    """/score and the Open Inference Protocol's infer routes call run(): they take a scoring slot, wait for init()."""
+    return path == SCORE_PATH or (path.startswith("/v2/models/") and path.endswith("/infer"))
+
+
 TICK = 0.01  # how often the main thread looks at the loop
 RESCUE_AFTER = 0.02  # a loop left unattended this long gets a spare thread
 MAX_SPARES = 16
@@ -171,7 +177,7 @@ class _Job:
         self.conn = conn
         self.head = head
         self.environ = environ
-        self.scoring = head.path == SCORE_PATH
+        self.scoring = _is_scoring(head.path)
         self.must_close = not head.keep_alive
         self.unread_body = False
         self.reserved = 0
@@ -707,7 +713,7 @@ class EventLoopWorker(Worker):  # type: ignore[misc]
         ready = self.ready
         while ready:
             job = ready.popleft()
-            if not self._settled and job.head.path in _WAIT_FOR_INIT:
+            if not self._settled and (job.scoring or job.head.path in _WAIT_FOR_INIT):
                 self._init_wait.append(job)
                 continue
             if not job.scoring:

@@ -1,8 +1,9 @@
 """The Flask app: routes, request ids, response headers, errors and the per-request log line.
 
 Routes (docs/compatibility.md#routes): ``/`` (liveness, upstream's), ``/score``, ``/swagger.json``, and our additions
-``/health/live``, ``/health/ready`` (also under ``/v2/``) and ``/metrics``. Request ids, TraceId, the server
-version header and CORS apply to upstream's three routes only, as upstream's blueprint hooks did.
+``/health/live``, ``/health/ready`` (also under ``/v2/``), ``/metrics`` and the Open Inference Protocol's model routes
+(v2.py). Request ids, TraceId, the server version header and CORS apply to upstream's three routes, as upstream's
+blueprint hooks did, and to the model routes.
 """
 
 from __future__ import annotations
@@ -169,8 +170,8 @@ class ScoringApp:
 
     # -- shared pieces -----------------------------------------------------------------------------------
 
-    def _json(self, status: int, text: str, failed: bool = False) -> Response:
-        response = self.response_class(_message(text), status=status, mimetype=JSON)
+    def _json(self, status: int, text: str, failed: bool = False, body: Callable[[str], bytes] = _message) -> Response:
+        response = self.response_class(body(text), status=status, mimetype=JSON)
         response.headers[c.HEADER_RUN_FUNCTION_FAILED] = "True" if failed else "False"
         return response
 
@@ -396,23 +397,25 @@ class ScoringApp:
             self._collect(ids, model_input, output)
         return self._convert(output, run_ms, ids), run_ms
 
-    def _timeout_answer(self, req: Request, ids: _Ids, connection: socket.socket) -> Callable[[], None]:
+    def _timeout_answer(
+        self, req: Request, ids: _Ids, connection: socket.socket, body: Callable[[str], bytes] = _message
+    ) -> Callable[[], None]:
         """What the watchdog does at the deadline of an inline run(): the timeout response, sent on the socket."""
 
         def answer() -> None:
             timeout_ms = self.state.config.scoring_timeout_ms
             response = self._run_failed(
-                UserScriptTimeout(timeout_ms), ids, f"Scoring timeout after {timeout_ms} ms", True
+                UserScriptTimeout(timeout_ms), ids, f"Scoring timeout after {timeout_ms} ms", True, body
             )
             self._finish(response, ids, req)
-            body = response.get_data()
+            data = response.get_data()
             lines = [f"HTTP/1.1 {response.status}"]
             lines += [
                 f"{name}: {value}" for name, value in response.headers.items() if name.lower() != "content-length"
             ]
-            lines += [f"Date: {formatdate(usegmt=True)}", f"Content-Length: {len(body)}", "Connection: close"]
+            lines += [f"Date: {formatdate(usegmt=True)}", f"Content-Length: {len(data)}", "Connection: close"]
             try:
-                connection.sendall("\r\n".join(lines).encode("latin-1") + b"\r\n\r\n" + body)
+                connection.sendall("\r\n".join(lines).encode("latin-1") + b"\r\n\r\n" + data)
             finally:
                 # The stuck request's own response, when it comes, must not reach the client.
                 with contextlib.suppress(OSError):
@@ -420,7 +423,14 @@ class ScoringApp:
 
         return answer
 
-    def _run_failed(self, exc: BaseException, ids: _Ids, message: str, timeout: bool = False) -> Response:
+    def _run_failed(
+        self,
+        exc: BaseException,
+        ids: _Ids,
+        message: str,
+        timeout: bool = False,
+        body: Callable[[str], bytes] = _message,
+    ) -> Response:
         logger.debug("Run function timeout caught" if timeout else "Run function exception caught")
         if timeout and isinstance(exc, UserScriptTimeout):
             logger.error("Encountered Exception: %s: %s", type(exc).__name__, exc)
@@ -429,7 +439,7 @@ class ScoringApp:
         self.metrics.observe_failure(timeout)
         if self.state.telemetry_on:
             self.state.telemetry.exception(exc, ids.request_id, ids.client)
-        return self._json(500, message, failed=True)
+        return self._json(500, message, failed=True, body=body)
 
     def _convert(self, output: Any, run_ms: float, ids: _Ids) -> WerkzeugResponse:
         """run()'s result as a response (docs/compatibility.md#run-results)."""
@@ -552,7 +562,7 @@ def _internal_error(error: Exception) -> Response:
 
 
 class _DirectScoreRoute:
-    """WSGI middleware: GET and POST on ``/score`` go straight to the score view.
+    """WSGI middleware: GET and POST on ``/score`` (and what ``direct`` matches: V2 infer) go straight to their view.
 
     Flask's routing table, request signals, before/after-request hooks and response finalisation cost about as
     much CPU as the rest of a small model's request, and the score route uses none of them. The request context is
@@ -561,28 +571,42 @@ class _DirectScoreRoute:
     Flask's path.
     """
 
-    def __init__(self, app: Flask, view: Callable[[], WerkzeugResponse], flask_path: Any, rule: Rule) -> None:
+    def __init__(
+        self,
+        app: Flask,
+        view: Callable[[], WerkzeugResponse],
+        flask_path: Any,
+        rule: Rule,
+        direct: Callable[[dict[str, Any]], Any] | None = None,
+    ) -> None:
         self.app = app
         self.view = view
         self.flask_path = flask_path
         self.rule = rule
+        self.direct = direct
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        view: Callable[..., WerkzeugResponse]
         if environ.get("PATH_INFO") != "/score" or environ.get("REQUEST_METHOD") not in ("GET", "POST"):
-            return self.flask_path(environ, start_response)
+            matched = self.direct(environ) if self.direct is not None else None
+            if matched is None:
+                return self.flask_path(environ, start_response)
+            view, rule, view_args = matched
+        else:
+            view, rule, view_args = self.view, self.rule, {}
         app = self.app
         req = app.request_class(environ)
         req.json_module = app.json
         # The route is known: the context's URL adapter answers it without walking the routing table.
-        req.url_rule = self.rule
-        req.view_args = {}
+        req.url_rule = rule
+        req.view_args = view_args
         ctx = RequestContext(app, environ, request=req)
         error: BaseException | None = None
         try:
             try:
                 ctx.push()
                 try:
-                    response: Any = self.view()
+                    response: Any = view(**view_args)
                 except Exception as exc:
                     response = app.make_response(app.handle_user_exception(exc))
             except Exception as exc:
@@ -698,11 +722,16 @@ def build_flask_app(state: ServerState, metrics: Metrics) -> Flask:
         app.add_url_rule(f"{prefix}/health/ready", f"ready{prefix}", handlers.ready, methods=["GET"])
     if metrics.enabled:
         app.add_url_rule("/metrics", "metrics", handlers.metrics_route, methods=["GET"])
+    from . import v2  # here: v2 uses this module's pieces
+
+    direct_v2 = v2.register(app, handlers)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _internal_error)
     app.session_interface = _NoSessions()
     score_rule = next(app.url_map.iter_rules("score"))
-    app.wsgi_app = _DirectScoreRoute(app, handlers.score, app.wsgi_app, score_rule)  # type: ignore[method-assign]
+    app.wsgi_app = _DirectScoreRoute(  # type: ignore[method-assign]
+        app, handlers.score, app.wsgi_app, score_rule, direct_v2
+    )
     app.extensions[STATE_KEY] = state
     return app
 

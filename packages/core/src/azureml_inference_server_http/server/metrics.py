@@ -54,13 +54,13 @@ class Metrics:
         self.registry = registry
         self.requests = Counter(
             "azmlinfsrv_requests",
-            "Requests to /score.",
+            "Requests to /score and to Open Inference Protocol infer routes.",
             ["route", "method", "status"],
             registry=registry,
         )
         self.request_seconds = Histogram(
             "azmlinfsrv_request_duration_seconds",
-            "Time from request start to response, /score.",
+            "Time from request start to response, /score and infer routes.",
             buckets=_BUCKETS,
             registry=registry,
         )
@@ -95,7 +95,7 @@ class Metrics:
                 "azmlinfsrv_init_duration_seconds", "How long init() took in this worker.", registry=registry
             )
             self.in_flight = Gauge("azmlinfsrv_requests_in_flight", "Requests being scored.", registry=registry)
-        self._labelled: dict[tuple[str, int], Counter] = {}
+        self._labelled: dict[tuple[str, str, int], Counter] = {}
 
     @classmethod
     def create(cls, enabled: bool) -> Metrics:
@@ -105,14 +105,14 @@ class Metrics:
         if self.enabled:
             self.in_flight.inc()
 
-    def observe_score(self, method: str, status: int, ms: float, run_ms: float | None) -> None:
+    def observe_score(self, method: str, status: int, ms: float, run_ms: float | None, route: str = "/score") -> None:
         if not self.enabled:
             return
         self.in_flight.dec()
-        key = (method, status)
+        key = (route, method, status)
         child = self._labelled.get(key)
         if child is None:
-            child = self.requests.labels("/score", method, str(status))
+            child = self.requests.labels(route, method, str(status))
             self._labelled[key] = child
         child.inc()
         self.request_seconds.observe(ms / 1000.0)

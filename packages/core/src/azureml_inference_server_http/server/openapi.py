@@ -20,6 +20,7 @@ from flask import Response
 
 from .. import constants as c
 from ..config import ServerConfig
+from . import v2
 from .swagger import VERSION_ALIASES
 from .swagger import SwaggerDocuments
 from .swagger import service_schemas
@@ -75,6 +76,7 @@ def _components(service_input: dict[str, Any], service_output: dict[str, Any]) -
                 "properties": {"live": {"const": True}},
                 "additionalProperties": False,
             },
+            **v2.openapi_schemas(),
             "Readiness": {
                 "type": "object",
                 "required": ["ready", "phase"],
@@ -478,6 +480,11 @@ def _paths(script: UserScript, config: ServerConfig, swagger: SwaggerDocuments, 
                 },
             }
         }
+    paths.update(
+        v2.openapi_paths(
+            script, v2.model_name_of(config.entry_script_path, config.model_name), config.max_request_body_bytes
+        )
+    )
     if config.metrics_enabled:
         paths["/metrics"] = {
             "get": {

@@ -23,6 +23,8 @@ DEFAULT_PYTHON = "3.11"
 PACKAGES = ("core", "cli", "appinsights", "testing")
 DEV = PYPROJECT["dependency-groups"]["dev"]
 DOCS_TEST_DEPS = ("kubernetes-validate", "pyyaml")
+# A real Open Inference Protocol client for the V2 end-to-end tests.
+E2E_TEST_DEPS = ("tritonclient[http]>=2.40",)
 DIST = ROOT / "dist"
 # Run in the release environment: every package must come from the installed wheels, not from this checkout.
 IMPORTED_FROM_SITE_PACKAGES = """
@@ -102,7 +104,7 @@ def core_only(session: nox.Session) -> None:
 @nox.session(python=DEFAULT_PYTHON, default=False)
 def e2e(session: nox.Session) -> None:
     """Real azmlinfsrv processes over HTTP on 127.0.0.1, from the checkout (CI runs them on the wheels: release)."""
-    install_local(session, *PACKAGES)
+    install_local(session, *PACKAGES, extra=E2E_TEST_DEPS)
     session.run("pytest", "tests/e2e", *session.posargs, env={"PYTHONFAULTHANDLER": "1"})
 
 
@@ -131,7 +133,7 @@ def release(session: nox.Session) -> None:
     wheels = sorted(str(path) for path in DIST.glob("*.whl"))
     if len(wheels) != len(PACKAGES) + 1:
         session.error(f"expected {len(PACKAGES) + 1} wheels in {DIST}, found {len(wheels)}: run the build session")
-    session.install(*wheels, *DEV, *DOCS_TEST_DEPS)
+    session.install(*wheels, *DEV, *E2E_TEST_DEPS, *DOCS_TEST_DEPS)
     session.run("python", "-c", IMPORTED_FROM_SITE_PACKAGES, silent=True)
     session.run(
         "pytest",

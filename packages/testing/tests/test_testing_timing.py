@@ -12,25 +12,28 @@ def test_machine_factor_is_between_one_and_the_cap() -> None:
     assert 1.0 <= timing.machine_factor() <= timing.MAX_FACTOR
 
 
-def test_machine_factor_grows_while_the_cpu_is_shared(monkeypatch: pytest.MonkeyPatch) -> None:
-    # A thread spinning in this process takes the GIL half of the time: the same work takes about twice as long.
-    monkeypatch.setattr(timing, "REFERENCE_SECONDS", 1e-9)  # every sample is over the reference: compare raw figures
-    monkeypatch.setattr(timing, "MAX_FACTOR", float("inf"))
-    idle = timing.machine_factor()
-    stop = threading.Event()
+def test_machine_factor_follows_how_long_the_work_takes(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A clock that the calibration work advances by a chosen duration: the factor is the median duration over the
+    # reference, so work that takes twice as long (a core shared with another process) doubles the factor. A
+    # deterministic clock, because a real competing load makes the comparison as noisy as the machine it runs on.
+    now = [0.0]
+    durations: list[float] = []
 
-    def spin() -> None:
-        while not stop.is_set():
-            pass
+    def work() -> int:
+        now[0] += durations.pop(0)
+        return 0
 
-    spinner = threading.Thread(target=spin)
-    spinner.start()
-    try:
-        busy = timing.machine_factor()
-    finally:
-        stop.set()
-        spinner.join()
-    assert busy > 1.3 * idle, (busy, idle)
+    monkeypatch.setattr(timing, "_work", work)
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: now[0])
+    reference = timing.REFERENCE_SECONDS
+    durations[:] = [reference * 2, reference * 2, reference * 50, reference * 2, reference * 0.5]
+    assert timing.machine_factor() == pytest.approx(2.0)  # the median: one slow sample does not move it
+    durations[:] = [reference * 4] * 5
+    assert timing.machine_factor() == pytest.approx(4.0)
+    durations[:] = [reference * 0.3] * 5
+    assert timing.machine_factor() == 1.0  # never below 1: a faster machine keeps the budgets as written
+    durations[:] = [reference * 100] * 5
+    assert timing.machine_factor() == timing.MAX_FACTOR
 
 
 def test_the_environment_sets_a_floor(monkeypatch: pytest.MonkeyPatch) -> None:

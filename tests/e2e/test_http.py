@@ -6,6 +6,7 @@ import concurrent.futures
 import json
 import socket
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -182,10 +183,14 @@ def test_a_request_head_not_finished_in_10_s_gets_408(launch: Launcher) -> None:
         assert sock.recv(10) == b""  # then closed
 
 
-def _upload(server: Server, body: bytes, sleep: float = 0.0) -> dict[str, object]:
+def _upload(
+    server: Server, body: bytes, sleep: float = 0.0, *, started: Path | None = None, wait_for: Path | None = None
+) -> dict[str, object]:
     with _connect(server) as sock:
-        sock.settimeout(30)
+        sock.settimeout(60)
         extra = f"X-Sleep: {sleep}\r\n" if sleep else ""
+        extra += f"X-Started: {started}\r\n" if started else ""
+        extra += f"X-Wait-For: {wait_for}\r\n" if wait_for else ""
         sock.sendall(_post(body, extra))
         status, _, answer = _read_response(sock, bytearray())
         assert status == 200, answer
@@ -202,7 +207,7 @@ def test_concurrent_large_uploads_are_all_answered(launch: Launcher, server_mode
     assert results == [{"length": size, "first": chr(65 + i)} for i in range(8)]
 
 
-def test_large_bodies_beyond_the_budget_wait_unread(launch: Launcher) -> None:
+def test_large_bodies_beyond_the_budget_wait_unread(launch: Launcher, tmp_path: Path) -> None:
     # One run() slot, busy; further 1 MB uploads announce themselves with Expect: 100-continue, so whether the
     # worker reads a body shows in whether it says 100 Continue. Those within the budget are read ahead; the rest
     # wait unread, in order, and are read as the ones ahead of them start running. Nothing is lost.
@@ -211,19 +216,25 @@ def test_large_bodies_beyond_the_budget_wait_unread(launch: Launcher) -> None:
     server = launch("--entry_script", "body_score.py")
     size = 1024 * 1024
     read_ahead = max(1, BODY_BUFFER_BUDGET // size)
+    # A's run() says when it holds the slot, and holds it until the test releases it, however slow the machine.
+    started, release = tmp_path / "A-started", tmp_path / "A-release"
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        busy = pool.submit(_upload, server, b"A" * size, 2.0)
-        time.sleep(0.5)  # A is running
+        busy = pool.submit(_upload, server, b"A" * size, started=started, wait_for=release)
+        deadline = time.monotonic() + 30
+        while not started.exists():
+            assert time.monotonic() < deadline and not busy.done(), "run() of A did not start"
+            time.sleep(0.01)
         socks = [_connect(server) for _ in range(read_ahead + 2)]
         try:
             for sock in socks:
                 sock.sendall(
                     _post(b"", "Expect: 100-continue\r\n").replace(b"Content-Length: 0", b"Content-Length: %d" % size)
                 )
-            time.sleep(0.5)
             continued = []
-            for sock in socks:
-                sock.settimeout(0.2)
+            for index, sock in enumerate(socks):
+                # Those within the budget must be told to send, however slow the machine; for the others, silence
+                # while A runs is what must hold (only A's end frees budget for them, so a wait cannot mislead).
+                sock.settimeout(30 if index < read_ahead else 0.5)
                 try:
                     continued.append(sock.recv(64).startswith(b"HTTP/1.1 100 Continue"))
                 except TimeoutError:
@@ -231,7 +242,8 @@ def test_large_bodies_beyond_the_budget_wait_unread(launch: Launcher) -> None:
             assert continued == [True] * read_ahead + [False, False]
             for sock in socks[:read_ahead]:
                 sock.sendall(b"B" * size)
-            assert busy.result(timeout=30) == {"length": size, "first": "A"}
+            release.touch()
+            assert busy.result(timeout=60) == {"length": size, "first": "A"}
             for sock in socks[read_ahead:]:
                 sock.settimeout(30)
                 status, _, _ = _read_response(sock, bytearray())  # its turn came: 100 Continue

@@ -23,6 +23,10 @@ DEFAULT_PYTHON = "3.11"
 PACKAGES = ("core", "cli", "appinsights", "testing")
 DEV = PYPROJECT["dependency-groups"]["dev"]
 DOCS_TEST_DEPS = ("kubernetes-validate", "pyyaml")
+# The unit and end-to-end suites spread over the cores (pytest-xdist): most of their time is spent waiting on
+# servers, sockets and sleeps, not computing. Every time bound in them is relative to a baseline measured in the same
+# test, so they hold with a neighbour test running.
+PARALLEL = ("--numprocesses", "auto", "--maxprocesses", "4")
 # A real Open Inference Protocol client for the V2 end-to-end tests.
 E2E_TEST_DEPS = ("tritonclient[http]>=2.40",)
 DIST = ROOT / "dist"
@@ -89,7 +93,7 @@ def typecheck(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """Unit tests of every package, on every supported Python."""
     install_local(session, *PACKAGES)
-    session.run("pytest", *(f"packages/{p}/tests" for p in PACKAGES), *session.posargs)
+    session.run("pytest", *PARALLEL, *(f"packages/{p}/tests" for p in PACKAGES), *session.posargs)
 
 
 @nox.session(python=DEFAULT_PYTHON)
@@ -105,7 +109,7 @@ def core_only(session: nox.Session) -> None:
 def e2e(session: nox.Session) -> None:
     """Real azmlinfsrv processes over HTTP on 127.0.0.1, from the checkout (CI runs them on the wheels: release)."""
     install_local(session, *PACKAGES, extra=E2E_TEST_DEPS)
-    session.run("pytest", "tests/e2e", *session.posargs, env={"PYTHONFAULTHANDLER": "1"})
+    session.run("pytest", *PARALLEL, "tests/e2e", *session.posargs, env={"PYTHONFAULTHANDLER": "1"})
 
 
 @nox.session(python=DEFAULT_PYTHON, default=False)
@@ -137,6 +141,7 @@ def release(session: nox.Session) -> None:
     session.run("python", "-c", IMPORTED_FROM_SITE_PACKAGES, silent=True)
     session.run(
         "pytest",
+        *PARALLEL,
         "tests/e2e",
         "tests/docs",
         "examples",
@@ -203,7 +208,7 @@ def docs_tests(session: nox.Session) -> None:
     From the checkout; CI runs the same tests on the built wheels (release).
     """
     install_local(session, *PACKAGES, extra=DOCS_TEST_DEPS)
-    session.run("pytest", "tests/docs", *session.posargs)
+    session.run("pytest", *PARALLEL, "tests/docs", *session.posargs)
 
 
 def _install_atheris(session: nox.Session) -> None:

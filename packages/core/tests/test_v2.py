@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 from azureml_inference_server_http.server.tensors import TensorError
 from azureml_inference_server_http.server.tensors import nest
 from azureml_inference_server_http.server.tensors import to_outputs
-from azureml_inference_server_http.server.v2 import tensor_spec
+from azureml_inference_server_http.server.v2_model import tensor_spec
 
 ECHO_JSON = """
 import json

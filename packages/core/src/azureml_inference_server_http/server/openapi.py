@@ -20,7 +20,8 @@ from flask import Response
 
 from .. import constants as c
 from ..config import ServerConfig
-from . import v2
+from . import v2_model
+from . import v2_openapi
 from .swagger import VERSION_ALIASES
 from .swagger import SwaggerDocuments
 from .swagger import service_schemas
@@ -76,7 +77,7 @@ def _components(service_input: dict[str, Any], service_output: dict[str, Any]) -
                 "properties": {"live": {"const": True}},
                 "additionalProperties": False,
             },
-            **v2.openapi_schemas(),
+            **v2_openapi.openapi_schemas(),
             "Readiness": {
                 "type": "object",
                 "required": ["ready", "phase"],
@@ -481,8 +482,8 @@ def _paths(script: UserScript, config: ServerConfig, swagger: SwaggerDocuments, 
             }
         }
     paths.update(
-        v2.openapi_paths(
-            script, v2.model_name_of(config.entry_script_path, config.model_name), config.max_request_body_bytes
+        v2_openapi.openapi_paths(
+            script, v2_model.model_name_of(config.entry_script_path, config.model_name), config.max_request_body_bytes
         )
     )
     if config.metrics_enabled:

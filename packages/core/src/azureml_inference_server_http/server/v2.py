@@ -3,14 +3,13 @@
 ``/v2/health/live`` and ``/v2/health/ready`` are the app's own probes (app.py). Infer requests take the score route's
 path through the server: request ids and response headers, the per-request log line, the body limit, a scoring slot,
 ``SCORING_TIMEOUT_MS``, metrics, request telemetry and model data collection. How tensors reach run() and how its
-result becomes tensors is in tensors.py and docs/v2.md.
+result becomes tensors is in v2_model.py, tensors.py and docs/v2.md; their place in /openapi.json in v2_openapi.py.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -29,220 +28,43 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from .. import constants as c
 from ..exceptions import UserScriptTimeout
 from . import jsonio
-from .arrays import fits_sample_shape
 from .inputs import BODY_READ_KEY
 from .inputs import InputError
 from .inputs import read_body
 from .scoring import SLOT_LEASE_KEY
 from .scoring import AnsweredTimeout
 from .telemetry import ModelDataRecord
-from .tensors import DEFAULT_OUTPUT
-from .tensors import NUMPY_DTYPES
 from .tensors import InferRequest
 from .tensors import Output
-from .tensors import Tensor
 from .tensors import TensorError
-from .tensors import datatype_of_numpy
 from .tensors import parse_request
 from .tensors import to_outputs
 from .user_script import InputMode
 from .user_script import UserScript
-from .user_script import schema_parameter_types
+from .v2_model import BINARY
+from .v2_model import JSON
+from .v2_model import MODEL_VERSION
+from .v2_model import PLATFORM
+from .v2_model import ModelInfo
+from .v2_model import model_name_of
 
 if TYPE_CHECKING:
     from .app import ScoringApp
 
 logger = logging.getLogger("azmlinfsrv")
 
-MODEL_VERSION = "1"
-PLATFORM = "azmlinfsrv"
 HEADER_INFERENCE_LENGTH = "Inference-Header-Content-Length"
 # The metrics' route label for every infer path, whatever the model's name.
 INFER_ROUTE = "/v2/models/{name}/infer"
-JSON = "application/json"
-BINARY = "application/octet-stream"
 MSG_RAW = (
     "run() is decorated with @rawhttp: it answers HTTP requests itself, so it cannot serve Open Inference Protocol "
     "requests. Call /score instead."
 )
 MSG_NOT_READY = "The model is not ready: init() has not completed."
-# Request parameters that belong to the protocol and its extensions, never passed on to run().
-RESERVED_PARAMETERS = frozenset(
-    (
-        "binary_data_output",
-        "binary_data",
-        "binary_data_size",
-        "classification",
-        "headers",
-        "priority",
-        "sequence_end",
-        "sequence_id",
-        "sequence_start",
-        "shared_memory_byte_size",
-        "shared_memory_offset",
-        "shared_memory_region",
-        "timeout",
-    )
-)
-# inference-schema's JSON schema (type, format) of an element, as the protocol's datatype.
-_SCHEMA_DATATYPES = {
-    ("number", "double"): "FP64",
-    ("number", "float"): "FP32",
-    ("number", None): "FP64",
-    ("integer", None): "INT64",
-    ("boolean", None): "BOOL",
-    ("string", None): "BYTES",
-}
-for _bits in (8, 16, 32, 64):
-    _SCHEMA_DATATYPES[("integer", f"int{_bits}")] = f"INT{_bits}"
-    _SCHEMA_DATATYPES[("integer", f"uint{_bits}")] = f"UINT{_bits}"
 
 
 def _error_body(text: str) -> bytes:
     return orjson.dumps({"error": text})
-
-
-def model_name_of(entry_script: str | None, configured: str | None) -> str:
-    """The served model's name: the configured one, else the entry script's file stem (``main`` without one)."""
-    if configured:
-        return configured
-    if not entry_script:
-        return "main"
-    return os.path.splitext(os.path.basename(entry_script))[0]
-
-
-def tensor_spec(schema: Any) -> dict[str, Any] | None:
-    """``{"datatype", "shape"}`` of a value inference-schema describes as ``schema``, or None if it is no tensor."""
-    if not isinstance(schema, dict):
-        return None
-    shape: list[int] = []
-    node: Any = schema
-    while isinstance(node, dict) and node.get("type") == "array":
-        shape.append(-1)
-        node = node.get("items")
-    if not isinstance(node, dict):
-        return None
-    kind: Any = node.get("type")
-    element_format: Any = node.get("format")
-    datatype = _SCHEMA_DATATYPES.get((kind, element_format))
-    if datatype is None and kind == "string":
-        datatype = "BYTES"  # strings of any format (dates...) travel as text
-    if datatype is None:
-        return None
-    return {"datatype": datatype, "shape": shape or [1]}
-
-
-def _numpy_spec(param_type: Any) -> dict[str, Any] | None:
-    sample = getattr(param_type, "sample_input", None)
-    dtype = getattr(sample, "dtype", None)
-    shape = getattr(sample, "shape", None)
-    if dtype is None or not isinstance(shape, tuple):
-        return None
-    datatype = datatype_of_numpy(dtype)
-    if datatype is None:
-        return None
-    if getattr(param_type, "enforce_shape", True):
-        dims = [-1, *(int(size) for size in shape[1:])] if shape else [1]
-    else:
-        dims = [-1] * max(1, len(shape))
-    return {"datatype": datatype, "shape": dims}
-
-
-class ModelInfo:
-    """What the routes need to know about the loaded script: its metadata, run()'s parameters and output types."""
-
-    def __init__(self, script: UserScript) -> None:
-        self.script = script
-        self.param_types: dict[str, Any] = {}
-        self.inputs: list[dict[str, Any]] = []
-        self.outputs: list[dict[str, Any]] = []
-        self.hints: dict[str, str] = {}
-        if script.mode is not InputMode.SCHEMA:
-            return
-        from inference_schema.schema_util import get_input_schema
-        from inference_schema.schema_util import get_output_schema
-
-        self.param_types = schema_parameter_types(script.run)
-        properties = (get_input_schema(script.run) or {}).get("properties") or {}
-        for name in script.input_params:
-            param_type = self.param_types.get(name)
-            spec = _numpy_spec(param_type) if type(param_type).__name__ == "NumpyParameterType" else None
-            if spec is None:
-                spec = tensor_spec(properties.get(name))
-            if spec is not None:
-                self.inputs.append({"name": name, **spec})
-        output_schema = get_output_schema(script.run) or {}
-        named = output_schema.get("properties") if output_schema.get("type") == "object" else None
-        candidates = named.items() if isinstance(named, dict) else [(DEFAULT_OUTPUT, output_schema)]
-        for name, schema in candidates:
-            spec = tensor_spec(schema)
-            if spec is not None:
-                self.outputs.append({"name": name, **spec})
-                self.hints[name] = spec["datatype"]
-
-    # -- run()'s arguments ---------------------------------------------------------------------------------
-
-    def arguments(self, parsed: InferRequest) -> dict[str, Any]:
-        """run()'s keyword arguments for a request (docs/v2.md#inputs); raises :class:`TensorError`."""
-        script = self.script
-        parameters = {key: value for key, value in parsed.parameters.items() if key not in RESERVED_PARAMETERS}
-        if script.mode is InputMode.JSON_STRING:
-            document: dict[str, Any] = {tensor.name: tensor.nested() for tensor in parsed.inputs}
-            for key, value in parameters.items():
-                if key in document:
-                    raise TensorError(f"'{key}' is given both as an input and as a parameter")
-                document[key] = value
-            try:
-                text = orjson.dumps(document).decode("utf-8")
-            except TypeError:
-                raise TensorError("BYTES data that are not UTF-8 text cannot reach a run() that takes JSON") from None
-            return {script.first_param: text}
-        kwargs: dict[str, Any] = {}
-        for tensor in parsed.inputs:
-            if tensor.name not in script.input_params:
-                raise TensorError(
-                    f"run() has no parameter '{tensor.name}' (its parameters: {', '.join(script.input_params)})"
-                )
-            kwargs[tensor.name] = self._argument(tensor, self.param_types.get(tensor.name))
-        for key, value in parameters.items():
-            if key in script.input_params:
-                if key in kwargs:
-                    raise TensorError(f"'{key}' is given both as an input and as a parameter")
-                kwargs[key] = value
-        for name in script.input_params:
-            if name not in kwargs:
-                if name not in script.defaults:
-                    raise TensorError(f"A value is not provided for the {name!r} parameter.")
-                # Passed explicitly: inference-schema's wrapper looks decorated parameters up by position.
-                kwargs[name] = script.defaults[name]
-        return kwargs
-
-    @staticmethod
-    def _argument(tensor: Tensor, param_type: Any) -> Any:
-        kind = type(param_type).__name__
-        if kind == "NumpyParameterType":
-            sample = param_type.sample_input
-            dtype = sample.dtype
-            if dtype.names is not None or dtype.kind in "mMV":
-                return tensor.nested()  # structured and date types: inference-schema converts them, as on /score
-            try:
-                value = tensor.numpy(dtype if getattr(param_type, "enforce_column_type", True) else None)
-            except (ValueError, TypeError, OverflowError) as exc:
-                raise TensorError(f"input '{tensor.name}' cannot be converted to {dtype}: {exc}") from None
-            if getattr(param_type, "enforce_shape", True) and not fits_sample_shape(value, sample.shape):
-                expected = [-1, *sample.shape[1:]]
-                raise TensorError(f"input '{tensor.name}' has shape {tensor.shape}; run() takes shape {expected}")
-            return value
-        if kind == "StandardPythonParameterType":
-            sample = param_type.sample_input
-            if isinstance(sample, dict):
-                raise TensorError(f"parameter '{tensor.name}' takes an object: send it in the request's parameters")
-            if not isinstance(sample, (list, tuple)):
-                flat = tensor.flat()
-                if len(flat) != 1:
-                    raise TensorError(f"parameter '{tensor.name}' takes one value; the tensor has {len(flat)}")
-                return flat[0]
-        return tensor.nested()
 
 
 class V2Routes:
@@ -552,217 +374,6 @@ class V2Routes:
                 )
             except Exception:
                 logging.getLogger("azmlinfsrv.trace").exception("Error logging to Application Insights:")
-
-
-# -- /openapi.json ---------------------------------------------------------------------------------------------
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def openapi_schemas() -> dict[str, Any]:
-    """The V2 bodies, for the components of /openapi.json."""
-    parameters = {"type": "object"}
-    tensor_shape = {"type": "array", "items": {"type": "integer", "minimum": 0}}
-    return {
-        "V2Error": {
-            "type": "object",
-            "required": ["error"],
-            "properties": {"error": {"type": "string"}},
-            "additionalProperties": False,
-        },
-        "V2ServerMetadata": {
-            "type": "object",
-            "required": ["name", "version", "extensions"],
-            "properties": {
-                "name": {"type": "string"},
-                "version": {"type": "string"},
-                "extensions": {"type": "array", "items": {"type": "string"}},
-            },
-        },
-        "V2TensorMetadata": {
-            "type": "object",
-            "required": ["name", "datatype", "shape"],
-            "properties": {
-                "name": {"type": "string"},
-                "datatype": {"enum": list(NUMPY_DTYPES)},
-                "shape": {"type": "array", "items": {"type": "integer", "minimum": -1}},
-            },
-        },
-        "V2ModelMetadata": {
-            "type": "object",
-            "required": ["name", "platform", "inputs", "outputs"],
-            "properties": {
-                "name": {"type": "string"},
-                "versions": {"type": "array", "items": {"type": "string"}},
-                "platform": {"type": "string"},
-                "inputs": {"type": "array", "items": _ref("V2TensorMetadata")},
-                "outputs": {"type": "array", "items": _ref("V2TensorMetadata")},
-            },
-        },
-        "V2ModelReady": {
-            "type": "object",
-            "required": ["name", "ready"],
-            "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}},
-        },
-        "V2InferenceRequest": {
-            "type": "object",
-            "required": ["inputs"],
-            "properties": {
-                "id": {"type": "string"},
-                "parameters": parameters,
-                "inputs": {
-                    "type": "array",
-                    "minItems": 1,
-                    "items": {
-                        "type": "object",
-                        "required": ["name", "shape", "datatype", "data"],
-                        "properties": {
-                            "name": {"type": "string"},
-                            "shape": tensor_shape,
-                            "datatype": {"enum": list(NUMPY_DTYPES)},
-                            "parameters": parameters,
-                            "data": {"type": "array"},
-                        },
-                    },
-                },
-                "outputs": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["name"],
-                        "properties": {"name": {"type": "string"}, "parameters": parameters},
-                    },
-                },
-            },
-        },
-        "V2InferenceResponse": {
-            "type": "object",
-            "required": ["model_name", "outputs"],
-            "properties": {
-                "model_name": {"type": "string"},
-                "model_version": {"type": "string"},
-                "id": {"type": "string"},
-                "outputs": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["name", "shape", "datatype"],
-                        "properties": {
-                            "name": {"type": "string"},
-                            "shape": tensor_shape,
-                            "datatype": {"enum": list(NUMPY_DTYPES)},
-                            "parameters": parameters,
-                            "data": {"type": "array"},
-                        },
-                    },
-                },
-            },
-        },
-    }
-
-
-def openapi_paths(script: UserScript, model_name: str, body_limit: int | None) -> dict[str, Any]:
-    """The V2 routes of /openapi.json for a loaded script."""
-
-    def error(description: str) -> dict[str, Any]:
-        return {"description": description, "content": {JSON: {"schema": _ref("V2Error")}}}
-
-    header_too_long = error(
-        f"A request id header is longer than {c.HEADER_LIMIT} characters (or the headers are over the HTTP "
-        "server's limits, which it answers itself, as on /score)."
-    )
-    internal = {
-        "description": "run() raised or timed out (`x-ms-run-function-failed: True`, V2 error body), or an error in "
-        "the server (`False`, the server's error body).",
-        "content": {JSON: {"schema": {"anyOf": [_ref("V2Error"), _ref("Error")]}}},
-    }
-    unknown = error("No such model or version.")
-    not_ready = error("init() has not completed (or failed).")
-    name_parameter = {"name": "model_name", "in": "path", "required": True, "schema": {"enum": [model_name]}}
-    version_parameter = {"name": "model_version", "in": "path", "required": True, "schema": {"enum": [MODEL_VERSION]}}
-    paths: dict[str, Any] = {
-        "/v2": {
-            "get": {
-                "operationId": "V2ServerMetadata",
-                "summary": "Open Inference Protocol: server metadata.",
-                "responses": {
-                    "200": {"description": "The server.", "content": {JSON: {"schema": _ref("V2ServerMetadata")}}},
-                    "431": header_too_long,
-                    "500": internal,
-                },
-            }
-        }
-    }
-    infer_responses: dict[str, Any] = {
-        "200": {
-            "description": "The outputs: JSON, or with binary outputs (the binary tensor extension) the JSON header "
-            "of `Inference-Header-Content-Length` bytes followed by the outputs' bytes.",
-            "content": {
-                JSON: {"schema": _ref("V2InferenceResponse")},
-                BINARY: {"schema": {"type": "string", "format": "binary"}},
-            },
-        },
-        "400": error("The request is not a valid inference request for this model: see `error`."),
-        "404": unknown,
-    }
-    if body_limit is not None:
-        infer_responses["413"] = error(f"The body is larger than {body_limit} bytes (MAX_REQUEST_BODY_MB).")
-    infer_responses["431"] = header_too_long
-    infer_responses["500"] = internal
-    if script.mode is InputMode.RAW:
-        infer_responses["501"] = error("run() is decorated with @rawhttp: call /score.")
-    infer_responses["503"] = not_ready
-    for prefix, parameters, suffix in (
-        ("/v2/models/{model_name}", [name_parameter], ""),
-        ("/v2/models/{model_name}/versions/{model_version}", [name_parameter, version_parameter], "Version"),
-    ):
-        paths[prefix] = {
-            "get": {
-                "operationId": f"V2ModelMetadata{suffix}",
-                "summary": "Open Inference Protocol: the model's inputs and outputs.",
-                "parameters": parameters,
-                "responses": {
-                    "200": {"description": "The model.", "content": {JSON: {"schema": _ref("V2ModelMetadata")}}},
-                    "404": unknown,
-                    "431": header_too_long,
-                    "500": internal,
-                    "503": not_ready,
-                },
-            }
-        }
-        ready = {"content": {JSON: {"schema": _ref("V2ModelReady")}}}
-        paths[f"{prefix}/ready"] = {
-            "get": {
-                "operationId": f"V2ModelReady{suffix}",
-                "summary": "Open Inference Protocol: model readiness (a probe: never waits for init()).",
-                "parameters": parameters,
-                "responses": {
-                    "200": {"description": "Ready.", **ready},
-                    "404": unknown,
-                    "431": header_too_long,
-                    "500": internal,
-                    "503": {"description": "Not ready.", **ready},
-                },
-            }
-        }
-        paths[f"{prefix}/infer"] = {
-            "post": {
-                "operationId": f"V2ModelInfer{suffix}",
-                "summary": "Open Inference Protocol: call run() with tensors (docs/v2.md).",
-                "parameters": parameters,
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        JSON: {"schema": _ref("V2InferenceRequest")},
-                        BINARY: {"schema": {"type": "string", "format": "binary"}},
-                    },
-                },
-                "responses": infer_responses,
-            }
-        }
-    return paths
 
 
 # A direct route: (view, rule, view arguments), or None for Flask's routing.

@@ -54,5 +54,7 @@ def make_telemetry(server_logger: logging.Logger) -> Iterator[MakeTelemetry]:
         return telemetry
 
     yield make
+    # Long enough for a send to a hanging endpoint to time out, so that no exporter thread outlives its test and
+    # logs its drop report into the output of another (close returns as soon as the thread has ended).
     for telemetry in created:
-        telemetry.close(timeout=2.0)
+        telemetry.close(timeout=10.0)

@@ -182,7 +182,8 @@ def upstream_scenarios(session: nox.Session) -> None:
     Upstream publishes 1.5.1 as a wheel without its tests, so the source is given:
     ``nox -s upstream_scenarios -- --source <upstream checkout or its .git> --rev 4a7ea9b``.
     """
-    install_local(session, *PACKAGES, extra=("psutil",))
+    # pip: upstream's scenarios import it (uv's environments have none).
+    install_local(session, *PACKAGES, extra=("psutil", "pip"))
     session.run("python", "tests/compat/upstream_scenarios.py", *session.posargs)
 
 

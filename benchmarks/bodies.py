@@ -27,6 +27,19 @@ def hello_body() -> bytes:
     return b"{}"
 
 
+# The hello workload through the Open Inference Protocol: the model is named after the script (hello.py).
+V2_HELLO_PATH = "/v2/models/hello/infer"
+V2_HELLO_CHECK = {
+    "model_name": "hello",
+    "model_version": "1",
+    "outputs": [{"name": "message", "datatype": "BYTES", "shape": [1], "data": ["Hello, World!"]}],
+}
+
+
+def hello_v2_body() -> bytes:
+    return _compact({"inputs": [{"name": "data", "shape": [1], "datatype": "BYTES", "data": ["hello"]}]})
+
+
 def echo_small_body() -> bytes:
     rng = random.Random(11)
     document: dict[str, object] = {"id": "bench-echo", "flags": [True, False, None], "items": []}
@@ -132,10 +145,10 @@ def write_bodies(directory: Path) -> dict[str, Path]:
     """Write each workload's body once; the files are what wrk sends."""
     directory.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
-    for workload in WORKLOADS.values():
-        path = directory / f"{workload.name}.body"
-        data = workload.body()
+    for name, body in [*((w.name, w.body) for w in WORKLOADS.values()), ("hello_v2", hello_v2_body)]:
+        path = directory / f"{name}.body"
+        data = body()
         if not path.exists() or path.read_bytes() != data:
             path.write_bytes(data)
-        paths[workload.name] = path
+        paths[name] = path
     return paths

@@ -46,6 +46,8 @@ LUA_SCRIPT = BENCH_DIR / "post.lua"
 
 sys.path.insert(0, str(BENCH_DIR))
 
+from bodies import V2_HELLO_CHECK  # noqa: E402
+from bodies import V2_HELLO_PATH  # noqa: E402
 from bodies import WORKLOADS  # noqa: E402
 from bodies import write_bodies  # noqa: E402
 
@@ -117,6 +119,10 @@ QUICK_PLAN: tuple[ServerConfig, ...] = (
     ServerConfig("schema_1mb", 1, (8,)),
     ServerConfig("sleep_io", 1, (8,), THREADS_8),
 )
+
+
+# V2 infer on the hello workload keeps at least this share of /score's req/s on the same server.
+V2_BOUND = 0.85
 
 
 @dataclass(frozen=True)
@@ -559,7 +565,7 @@ class WrkResult:
         return (self.requests - self.non_2xx) / (self.duration_us / 1e6) if self.duration_us else 0.0
 
 
-def run_wrk(port: int, workload: str, body_file: Path, conns: int, seconds: float) -> WrkResult:
+def run_wrk(port: int, workload: str, body_file: Path, conns: int, seconds: float, path: str = "/score") -> WrkResult:
     env = dict(os.environ)
     env["BENCH_BODY_FILE"] = str(body_file)
     env["BENCH_CONTENT_TYPE"] = WORKLOADS[workload].content_type
@@ -575,7 +581,7 @@ def run_wrk(port: int, workload: str, body_file: Path, conns: int, seconds: floa
         WRK_TIMEOUT,
         "-s",
         str(LUA_SCRIPT),
-        f"http://{HOST}:{port}/score",
+        f"http://{HOST}:{port}{path}",
     ]
     completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds + 60)
     for line in completed.stdout.splitlines():
@@ -662,13 +668,22 @@ def run_config(
         pids_before, _ = server.sampler.snapshot()
         total_log = 0
         total_requests = 0
-        for conns in config.conns:
+        # On ours, the hello workload is measured a second time through the Open Inference Protocol's infer route,
+        # in the same server right after /score: the V2 section of the report compares the two.
+        passes = [(config.workload, "/score", bodies[config.workload])]
+        if target.is_ours and config.workload == "hello":
+            v2_body = bodies["hello_v2"].read_bytes()
+            status, _, answer = _request(server.port, "POST", V2_HELLO_PATH, v2_body, workload.content_type, 60.0)
+            if status != 200 or json.loads(answer) != V2_HELLO_CHECK:
+                raise StartError(f"wrong V2 answer: status {status}, {answer[:200]!r}")
+            passes.append(("hello_v2", V2_HELLO_PATH, bodies["hello_v2"]))
+        for (label, path, body_file), conns in ((each, conns) for each in passes for conns in config.conns):
             time.sleep(SETTLE_S)
             _, members = server.sampler.snapshot()
             cpu_before = _cpu_seconds(members)
             foreign = ForeignLoad(cpu_before)
             log_before = server.log_size()
-            result = run_wrk(server.port, config.workload, bodies[config.workload], conns, settings.duration)
+            result = run_wrk(server.port, config.workload, body_file, conns, settings.duration, path)
             cpu_after = _cpu_seconds(members)
             foreign_pct = foreign.percent(cpu_after)
             # Let the last log lines of the window reach the file before counting them.
@@ -680,7 +695,7 @@ def run_config(
                 CellRecord(
                     round=round_index,
                     target=target.name,
-                    workload=config.workload,
+                    workload=label,
                     workers=config.workers,
                     conns=conns,
                     rps=result.rps,
@@ -972,6 +987,32 @@ def render_chart(results: Results, path: Path) -> bool:
     return True
 
 
+def v2_section(results: Results, ours: str) -> list[str]:
+    """The hello workload through V2 infer against /score, both on our server in the same round."""
+    keys = [(workers, conns) for workload, workers, conns in _cell_keys(results) if workload == "hello_v2"]
+    if not keys:
+        return []
+    lines = [
+        "## Open Inference Protocol (V2)",
+        "",
+        f"The hello workload sent to `POST {V2_HELLO_PATH}` right after `/score`, on the same server of ours in each "
+        "round (upstream has no V2 routes). The ratio is V2 / `/score` req/s, the median of the per-round ratios.",
+        "",
+        "| workers | conns | /score req/s | V2 req/s | V2 / score | goal | verdict |",
+        "|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for workers, conns in keys:
+        score = _by_round(results.cells, ours, workload="hello", workers=workers, conns=conns)
+        v2 = _by_round(results.cells, ours, workload="hello_v2", workers=workers, conns=conns)
+        ratio = ratio_of([(score[r].rps, v2[r].rps) for r in sorted(score.keys() & v2.keys())])
+        lines.append(
+            f"| {workers} | {conns} | {_fmt(median_of(score.values(), 'rps'), ',.0f')} |"
+            f" {_fmt(median_of(v2.values(), 'rps'), ',.0f')} | {ratio.text() if ratio else '-'} |"
+            f" >= {V2_BOUND:g}x | {_verdict(ratio, True, V2_BOUND)} |"
+        )
+    return [*lines, ""]
+
+
 def write_report(results: Results, path: Path, chart: Path | None) -> None:
     up, ours = results.upstream, results.ours
     m = results.machine
@@ -1078,6 +1119,8 @@ def write_report(results: Results, path: Path, chart: Path | None) -> None:
                 row += f" {ratio.text() if ratio else '-'} |"
         lines.append(row)
     lines += ["", "Absolute figures are medians over rounds; they move by 20-30 % between runs on this machine.", ""]
+    if ours:
+        lines += v2_section(results, ours)
 
     lines += ["## Start-up, memory, logs, CPU", ""]
     header = "| workload | workers |"

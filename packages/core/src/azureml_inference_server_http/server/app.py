@@ -49,6 +49,9 @@ from .state import PHASE_READY
 from .state import ServerState
 from .telemetry import ModelDataRecord
 from .telemetry import RequestRecord
+from .tracing import TracingMiddleware
+from .tracing import current_trace_id
+from .tracing import traced
 
 logger = logging.getLogger("azmlinfsrv")
 
@@ -167,6 +170,11 @@ class ScoringApp:
         self.metrics = metrics
         self.response_class = _PlainResponse
 
+    @property
+    def _run_attributes(self) -> dict[str, str]:
+        path = self.state.script.path if self.state.script is not None else None
+        return {"code.function.name": "run", "code.filepath": path} if path else {"code.function.name": "run"}
+
     # -- shared pieces -----------------------------------------------------------------------------------
 
     def _json(self, status: int, text: str, failed: bool = False) -> Response:
@@ -202,6 +210,18 @@ class ScoringApp:
         query = req.query_string
         path = req.path + "?" + query.decode("latin-1") if query else req.path
         length = response.headers.get("Content-Length", "N/A") if not response.is_streamed else "N/A"
+        if self.state.tracing_on:
+            # The trace id ties the line to the request's spans (docs/tracing.md#logs-and-telemetry).
+            logger.info(
+                "%s %s %d %.3fms %s trace_id=%s",
+                req.method,
+                path,
+                response.status_code,
+                elapsed_ms,
+                length,
+                current_trace_id(),
+            )
+            return elapsed_ms
         logger.info(
             "%s %s %d %.3fms %s",
             req.method,
@@ -365,13 +385,14 @@ class ScoringApp:
                 return self._json(exc.code or 400, exc.description or exc.name), None
             run_started = time.perf_counter()
             connection = req.environ.get("gunicorn.socket")
+            run = script.run if not state.tracing_on else traced(state.tracer, "run", script.run, self._run_attributes)
             try:
                 if connection is not None:
                     # The watchdog can answer on the connection itself: run() stays in this thread.
                     answer = self._timeout_answer(req, ids, connection)
-                    output = runner.call_inline(script.run, kwargs, answer)
+                    output = runner.call_inline(run, kwargs, answer)
                 else:
-                    output = runner.call(script.run, kwargs)
+                    output = runner.call(run, kwargs)
             except AnsweredTimeout as exc:
                 # The watchdog already sent the timeout response, logged it and freed the slot; what this
                 # thread returns now goes to a closed connection.
@@ -703,8 +724,24 @@ def build_flask_app(state: ServerState, metrics: Metrics) -> Flask:
     app.session_interface = _NoSessions()
     score_rule = next(app.url_map.iter_rules("score"))
     app.wsgi_app = _DirectScoreRoute(app, handlers.score, app.wsgi_app, score_rule)  # type: ignore[method-assign]
+    if state.tracing_on:
+        # Only with a tracer: without one the request path has no extra layer at all.
+        app.wsgi_app = TracingMiddleware(app.wsgi_app, state.tracer, _route_finder(app))  # type: ignore[method-assign]
     app.extensions[STATE_KEY] = state
     return app
+
+
+def _route_finder(app: Flask) -> Callable[[Mapping[str, Any]], str | None]:
+    """The route template of a request's path (``/v2/models/<name>/infer``), or None when no route matches."""
+
+    def route_of(environ: Mapping[str, Any]) -> str | None:
+        try:
+            rule, _ = app.url_map.bind_to_environ(dict(environ)).match(return_rule=True)
+        except Exception:
+            return None
+        return str(rule.rule)
+
+    return route_of
 
 
 def create_app(

@@ -48,9 +48,11 @@ def create_tracer(config: ServerConfig) -> OtelTracer | None:
                 logger.warning("%s=%s is not supported; spans are exported as %s", name, protocol, SUPPORTED_PROTOCOL)
             break
     # Imported here: the exporter pulls in requests and protobuf, which a process with tracing off never needs.
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from .encoding import FastOTLPSpanExporter
 
-    exporter = OTLPSpanExporter()  # endpoint, headers, timeout, compression and certificates from OTEL_EXPORTER_OTLP_*
+    exporter = (
+        FastOTLPSpanExporter()
+    )  # endpoint, headers, timeout, compression and certificates from OTEL_EXPORTER_OTLP_*
     tracer = OtelTracer(make_resource(config.service_name), exporter=exporter)
     logger.info("OpenTelemetry traces are sent to %s", _endpoint_description(exporter))
     return tracer

@@ -16,10 +16,13 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import os
 import threading
 import time
+import traceback
 from collections.abc import Iterable
 from collections.abc import Mapping
+from types import TracebackType
 from typing import Any
 
 from azureml_inference_server_http.server.tracing import Attributes
@@ -29,13 +32,20 @@ from opentelemetry import trace
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.sdk.resources import SERVICE_NAME
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import NonRecordingSpan
+from opentelemetry.trace import SpanContext
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace import Status
 from opentelemetry.trace import StatusCode
+from opentelemetry.trace import TraceFlags
+from opentelemetry.trace import TraceState
 
 __all__ = ["DEFAULT_EXIT_TIMEOUT", "INSTRUMENTATION_NAME", "OtelTracer", "RequestSpan", "make_resource"]
 
@@ -104,31 +114,187 @@ def make_resource(default_service_name: str) -> Resource:
     return resource
 
 
+class _Recorder:
+    """Records the server's own spans: ids, times and attributes on the request path, the SDK's objects at the end.
+
+    The SDK's ``Span`` validates and copies every attribute under a lock and takes tens of microseconds per span,
+    about a tenth of a small model's whole request; the server's spans have a fixed shape with clean values, so
+    they are built as ``ReadableSpan`` objects directly and handed to the same span processors (one bounded queue,
+    one export thread) that the SDK's spans go through. The context made current is the API's own, holding a
+    non-recording span with the same ids, so the score script's spans nest under them as usual.
+    """
+
+    __slots__ = ("_id_generator", "_processors", "_resource", "_scope")
+
+    def __init__(self, provider: TracerProvider, processors: list[SpanProcessor]) -> None:
+        self._id_generator = provider.id_generator
+        self._processors = processors
+        self._resource = provider.resource
+        self._scope = InstrumentationScope(INSTRUMENTATION_NAME)
+
+    def new_span_id(self) -> int:
+        return int(self._id_generator.generate_span_id())
+
+    def new_trace_id(self) -> int:
+        return int(self._id_generator.generate_trace_id())
+
+    def end(
+        self,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext | None,
+        kind: SpanKind,
+        attributes: dict[str, Any],
+        start_time: int,
+        error: BaseException | None,
+        failed: bool,
+    ) -> None:
+        end_time = time.time_ns()
+        events: tuple[Event, ...] = ()
+        if error is not None:
+            events = (_exception_event(error, end_time),)
+        status = _ERROR if failed or error is not None else _UNSET
+        span = ReadableSpan(
+            name=name,
+            context=context,
+            parent=parent,
+            resource=self._resource,
+            attributes=attributes,
+            events=events,
+            kind=kind,
+            status=status,
+            start_time=start_time,
+            end_time=end_time,
+            instrumentation_scope=self._scope,
+        )
+        for processor in self._processors:
+            processor.on_end(span)
+
+
+_UNSET = Status(StatusCode.UNSET)
+_ERROR = Status(StatusCode.ERROR)
+
+
+def _exception_event(error: BaseException, timestamp: int) -> Event:
+    """The semantic conventions' ``exception`` event."""
+    stack = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    try:
+        message = str(error)
+    except Exception:  # a user's __str__ may raise; the type still says what happened
+        message = ""
+    attributes = {
+        "exception.type": type(error).__qualname__,
+        "exception.message": message,
+        "exception.stacktrace": stack,
+        "exception.escaped": "True",
+    }
+    return Event("exception", attributes, timestamp)
+
+
 class RequestSpan:
     """The server span of one request; see core's ``RequestSpan`` protocol."""
 
-    __slots__ = ("_span", "_token", "trace_id", "traceparent")
+    __slots__ = (
+        "_attributes",
+        "_context",
+        "_name",
+        "_parent",
+        "_recorder",
+        "_start",
+        "_token",
+        "trace_id",
+        "traceparent",
+    )
 
-    def __init__(self, span: trace.Span, token: object) -> None:
-        self._span = span
+    def __init__(
+        self,
+        recorder: _Recorder | None,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext | None,
+        attributes: dict[str, Any],
+        token: object,
+    ) -> None:
+        self._recorder = recorder  # None when the span is not sampled: nothing is recorded
+        self._name = name
+        self._context = context
+        self._parent = parent
+        self._attributes = attributes
         self._token = token
-        context = span.get_span_context()
+        self._start = time.time_ns()
         self.trace_id = format(context.trace_id, "032x")
         self.traceparent = f"00-{self.trace_id}-{context.span_id:016x}-{int(context.trace_flags):02x}"
 
     def finish(self, status_code: int, attributes: Attributes, error: BaseException | None) -> None:
-        span = self._span
         try:
-            if span.is_recording():
-                span.set_attributes(attributes)
-                if error is not None:
-                    span.record_exception(error)
-                if status_code >= 500 or error is not None:
-                    # Semantic conventions: a server span is an error for 5xx only; 4xx are the client's.
-                    span.set_status(Status(StatusCode.ERROR))
-            span.end()
+            recorder = self._recorder
+            if recorder is not None:
+                final = self._attributes
+                final.update(attributes)
+                # Semantic conventions: a server span is an error for 5xx only; 4xx are the client's.
+                recorder.end(
+                    self._name,
+                    self._context,
+                    self._parent,
+                    SpanKind.SERVER,
+                    final,
+                    self._start,
+                    error,
+                    status_code >= 500,
+                )
         finally:
             otel_context.detach(self._token)  # type: ignore[arg-type]
+
+
+class _ChildSpan:
+    """A span around run() or init(): a child of the current span, current itself while the block runs."""
+
+    __slots__ = ("_attributes", "_context", "_name", "_parent", "_recorder", "_start", "_token")
+
+    def __init__(self, recorder: _Recorder, name: str, attributes: Attributes) -> None:
+        self._recorder = recorder
+        self._name = name
+        self._attributes = attributes
+        self._parent: SpanContext | None = None
+        self._token: object = None
+        self._start = 0
+
+    def __enter__(self) -> _ChildSpan:
+        recorder = self._recorder
+        parent = trace.get_current_span().get_span_context()
+        if parent.is_valid:
+            self._parent = parent
+            trace_id, flags, state = parent.trace_id, parent.trace_flags, parent.trace_state
+        else:
+            # A root (init() at start-up): sampled, as the default sampler samples new traces.
+            trace_id, flags, state = recorder.new_trace_id(), TraceFlags(TraceFlags.SAMPLED), TraceState()
+        self._context = SpanContext(trace_id, recorder.new_span_id(), False, flags, state)
+        self._token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(self._context)))
+        self._start = time.time_ns()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            if self._context.trace_flags.sampled:
+                self._recorder.end(
+                    self._name,
+                    self._context,
+                    self._parent,
+                    SpanKind.INTERNAL,
+                    dict(self._attributes),
+                    self._start,
+                    exc,
+                    False,
+                )
+        finally:
+            otel_context.detach(self._token)  # type: ignore[arg-type]
+
+
+# Without a traceparent (or baggage) header there is nothing to extract: the default propagators would find nothing.
+_DEFAULT_PROPAGATORS = ("", "tracecontext,baggage")
+_CONTEXT_HEADERS = ("HTTP_TRACEPARENT", "HTTP_BAGGAGE")
 
 
 class OtelTracer:
@@ -150,9 +316,11 @@ class OtelTracer:
         process already has one."""
         # The sampler comes from OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG (default: parent-based, always on).
         self.provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+        added: list[SpanProcessor] = []
         if exporter is not None:
-            self.provider.add_span_processor(BatchSpanProcessor(exporter))
-        for processor in processors:
+            added.append(BatchSpanProcessor(exporter))
+        added.extend(processors)
+        for processor in added:
             self.provider.add_span_processor(processor)
         if set_global:
             if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
@@ -162,7 +330,10 @@ class OtelTracer:
                     "An OpenTelemetry tracer provider was already set in this process; the server's spans go to "
                     "its own provider and the other one keeps the spans of code that uses the global provider"
                 )
-        self._tracer = self.provider.get_tracer(INSTRUMENTATION_NAME)
+        self._sampler = self.provider.sampler
+        self._recorder = _Recorder(self.provider, added)
+        propagators = os.environ.get("OTEL_PROPAGATORS", "").replace(" ", "").lower()
+        self._always_extract = propagators not in _DEFAULT_PROPAGATORS
         self._closed = False
         self._lock = threading.Lock()
         atexit.register(self._shutdown_at_exit)
@@ -170,15 +341,36 @@ class OtelTracer:
     # -- the Tracer protocol ------------------------------------------------------------------------------------
 
     def start_request(self, environ: Mapping[str, Any], name: str, attributes: Attributes) -> RequestSpan:
-        parent = propagate.extract(environ, getter=_GETTER)
-        span = self._tracer.start_span(name, context=parent, kind=SpanKind.SERVER, attributes=attributes)
-        token = otel_context.attach(trace.set_span_in_context(span, parent))
-        return RequestSpan(span, token)
+        recorder = self._recorder
+        if self._always_extract or any(header in environ for header in _CONTEXT_HEADERS):
+            parent_context: otel_context.Context | None = propagate.extract(environ, getter=_GETTER)
+            parent = trace.get_current_span(parent_context).get_span_context()
+        else:
+            parent_context, parent = None, trace.INVALID_SPAN_CONTEXT
+        trace_id = parent.trace_id if parent.is_valid else recorder.new_trace_id()
+        sampling = self._sampler.should_sample(
+            parent_context, trace_id, name, SpanKind.SERVER, attributes, None, parent.trace_state
+        )
+        sampled = sampling.decision.is_sampled()  # type: ignore[no-untyped-call]
+        context = SpanContext(
+            trace_id,
+            recorder.new_span_id(),
+            False,
+            TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT),
+            sampling.trace_state if sampling.trace_state is not None else parent.trace_state,
+        )
+        span = NonRecordingSpan(context)
+        token = otel_context.attach(trace.set_span_in_context(span, parent_context))
+        values = dict(attributes)
+        if sampling.attributes:
+            values.update(sampling.attributes)
+        return RequestSpan(
+            recorder if sampled else None, name, context, parent if parent.is_valid else None, values, token
+        )
 
     def span(self, name: str, attributes: Attributes) -> contextlib.AbstractContextManager[object]:
-        # record_exception and set_status_on_exception default to True: an exception escaping run() or init()
-        # marks their span as failed, with the exception as an event.
-        return self._tracer.start_as_current_span(name, attributes=attributes)
+        # An exception escaping run() or init() marks the span as failed, with the exception as an event.
+        return _ChildSpan(self._recorder, name, attributes)
 
     def shutdown(self, timeout: float) -> None:
         """Export what is queued and stop, giving up after ``timeout`` seconds (a hanging collector)."""

@@ -157,28 +157,27 @@ def test_app_insights_items_carry_the_trace_id_when_both_are_on(receiver: FakeOt
             assert spans_of(receiver, TRACE_ID, count=3)["POST /score"].attributes["azmlinfsrv.request_id"] == "both-on"
 
 
-def _median_latency(server: ServerProcess, count: int) -> float:
-    session = requests.Session()
-    times = []
+def _median_latencies(servers: list[ServerProcess], count: int) -> list[float]:
+    """Median latency of each server, the requests interleaved so that the machine's load hits all alike."""
+    sessions = [requests.Session() for _ in servers]
+    times: list[list[float]] = [[] for _ in servers]
     for _ in range(count):
-        started = time.perf_counter()
-        response = session.post(server.url + "/score", data="{}", headers={"Content-Type": "application/json"})
-        times.append(time.perf_counter() - started)
-        assert response.status_code == 200
-    return statistics.median(times)
+        for index, server in enumerate(servers):
+            started = time.perf_counter()
+            response = sessions[index].post(
+                server.url + "/score", data="{}", headers={"Content-Type": "application/json"}
+            )
+            times[index].append(time.perf_counter() - started)
+            assert response.status_code == 200
+    return [statistics.median(samples) for samples in times]
 
 
 def test_a_hanging_collector_does_not_slow_requests(tmp_path: Path) -> None:
     with FakeOtlpReceiver(mode="hang", hang_limit=60) as hanging:
-        with serve(tmp_path / "off", {}) as server:
-            _median_latency(server, 50)  # warm up
-            baseline = _median_latency(server, 300)
-        with serve(
-            tmp_path / "hang", hanging.env(OTEL_BSP_MAX_QUEUE_SIZE="64", OTEL_BSP_MAX_EXPORT_BATCH_SIZE="16")
-        ) as server:
-            _median_latency(server, 50)
-            held = _median_latency(server, 300)
+        small_queue = hanging.env(OTEL_BSP_MAX_QUEUE_SIZE="64", OTEL_BSP_MAX_EXPORT_BATCH_SIZE="16")
+        with serve(tmp_path / "off", {}) as off, serve(tmp_path / "hang", small_queue) as held:
+            _median_latencies([off, held], 50)  # warm up; fills the queue of the held server
+            baseline, traced = _median_latencies([off, held], 300)
             assert hanging.hanging >= 1  # the exporter really is stuck on the collector
-            assert score(server).status_code == 200
-    # Tracing costs a few spans per request; a stuck collector adds nothing to that.
-    assert held < 2 * baseline
+    # Tracing costs a few microseconds per request; a stuck collector adds nothing to that.
+    assert traced < 1.5 * baseline

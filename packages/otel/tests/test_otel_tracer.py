@@ -173,7 +173,7 @@ def _requests(made: OtelTracer, count: int) -> float:
 
 
 def test_a_hanging_collector_neither_slows_requests_nor_grows_the_queue(
-    receiver: FakeOtlpReceiver, monkeypatch: pytest.MonkeyPatch
+    receiver: FakeOtlpReceiver, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "256")
     monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "64")
@@ -184,11 +184,15 @@ def test_a_hanging_collector_neither_slows_requests_nor_grows_the_queue(
     with FakeOtlpReceiver(mode="hang", hang_limit=30) as hanging:
         exporter = OTLPSpanExporter(endpoint=hanging.traces_url, timeout=10)
         held = OtelTracer(Resource({}), exporter=exporter, set_global=False)
-        elapsed = _requests(held, 1000)
+        with caplog.at_level(logging.WARNING):
+            elapsed = _requests(held, 1000)
         assert hanging.hanging >= 1  # the export thread really is stuck on the collector
         [processor] = held.provider._active_span_processor._span_processors  # type: ignore[attr-defined]
         queue = processor._batch_processor._queue
         assert len(queue) <= 256  # the rest were dropped, not kept
+        # Reported once (the interval is a minute), with a count, not once per span.
+        [report] = [message for message in caplog.messages if "span export queue is full" in message]
+        assert int(report.split(": ")[1].split()[0]) >= 1
         started = time.perf_counter()
         held.shutdown(0.5)
         # Shutdown gives up after its own timeout instead of waiting out the exporter's (10 s).
@@ -201,7 +205,7 @@ def test_dropped_spans_are_reported_once_per_interval_with_their_count(caplog: p
     sdk_logger = logging.getLogger("test.sdk.processor")
     sdk_logger.addFilter(reports)
     try:
-        with caplog.at_level(logging.WARNING, logger="test.sdk.processor"):
+        with caplog.at_level(logging.WARNING):
             for _ in range(50):
                 sdk_logger.warning("Queue full, dropping %s.", "Span")
             sdk_logger.warning("another warning")

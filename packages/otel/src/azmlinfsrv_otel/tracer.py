@@ -62,7 +62,11 @@ SDK_PROCESSOR_LOGGERS = ("opentelemetry.sdk._shared_internal", "opentelemetry.sd
 
 
 class _DropReports(logging.Filter):
-    """Turns the SDK's per-span "Queue full" warnings into one line per interval with the count."""
+    """Counts spans dropped from a full queue and reports them as one WARNING per interval, with the count.
+
+    As a filter on the SDK's loggers it replaces their per-span "Queue full" warnings; the server's own spans are
+    counted by :class:`_Recorder` without reaching the SDK at all.
+    """
 
     def __init__(self, interval: float = DROP_REPORT_INTERVAL) -> None:
         super().__init__()
@@ -71,19 +75,21 @@ class _DropReports(logging.Filter):
         self._next_report = 0.0
         self._lock = threading.Lock()
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not str(record.msg).startswith("Queue full"):
-            return True
+    def dropped(self) -> None:
         now = time.monotonic()
         with self._lock:
             self._dropped += 1
             if now < self._next_report:
-                return False
+                return
             dropped, self._dropped = self._dropped, 0
             self._next_report = now + self._interval
-        record.msg = "The span export queue is full (is the OTLP collector reachable?): %d span(s) dropped"
-        record.args = (dropped,)
-        return True
+        logger.warning("The span export queue is full (is the OTLP collector reachable?): %d span(s) dropped", dropped)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("Queue full"):
+            return True
+        self.dropped()
+        return False
 
 
 _DROP_REPORTS = _DropReports()
@@ -124,13 +130,28 @@ class _Recorder:
     non-recording span with the same ids, so the score script's spans nest under them as usual.
     """
 
-    __slots__ = ("_id_generator", "_processors", "_resource", "_scope")
+    __slots__ = ("_batches", "_id_generator", "_processors", "_resource", "_scope")
 
     def __init__(self, provider: TracerProvider, processors: list[SpanProcessor]) -> None:
         self._id_generator = provider.id_generator
         self._processors = processors
         self._resource = provider.resource
         self._scope = InstrumentationScope(INSTRUMENTATION_NAME)
+        # The SDK's batch queues, where this SDK release exposes them: a span for a full queue is counted and
+        # dropped here, before it is built, instead of costing the SDK's logging call per span during an outage.
+        batches: list[Any] = [getattr(processor, "_batch_processor", None) for processor in processors]
+        usable = all(hasattr(batch, "_queue") and hasattr(batch, "_max_queue_size") for batch in batches)
+        self._batches: list[Any] = batches if processors and usable else []
+
+    def full(self) -> bool:
+        """Whether every processor's queue is full, so that a span now would only be dropped."""
+        for batch in self._batches:
+            if len(batch._queue) < batch._max_queue_size:
+                return False
+        if self._batches:
+            _DROP_REPORTS.dropped()
+            return True
+        return False
 
     def new_span_id(self) -> int:
         return int(self._id_generator.generate_span_id())
@@ -149,6 +170,8 @@ class _Recorder:
         error: BaseException | None,
         failed: bool,
     ) -> None:
+        if self.full():
+            return
         end_time = time.time_ns()
         events: tuple[Event, ...] = ()
         if error is not None:

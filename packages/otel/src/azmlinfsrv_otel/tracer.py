@@ -38,6 +38,9 @@ from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+from opentelemetry.sdk.trace.sampling import ParentBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import NonRecordingSpan
 from opentelemetry.trace import SpanContext
@@ -194,6 +197,24 @@ class _Recorder:
             processor.on_end(span)
 
 
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
+
+
+def _is_default_sampler(sampler: object) -> bool:
+    """Whether ``sampler`` is ``parentbased_always_on``, whose decision needs no call: the parent's, else sample."""
+    if not isinstance(sampler, ParentBased):
+        return False
+    parts = (
+        getattr(sampler, "_root", None),
+        getattr(sampler, "_remote_parent_sampled", None),
+        getattr(sampler, "_remote_parent_not_sampled", None),
+        getattr(sampler, "_local_parent_sampled", None),
+        getattr(sampler, "_local_parent_not_sampled", None),
+    )
+    return parts == (ALWAYS_ON, ALWAYS_ON, ALWAYS_OFF, ALWAYS_ON, ALWAYS_OFF)
+
+
 _UNSET = Status(StatusCode.UNSET)
 _ERROR = Status(StatusCode.ERROR)
 
@@ -290,7 +311,7 @@ class _ChildSpan:
             trace_id, flags, state = parent.trace_id, parent.trace_flags, parent.trace_state
         else:
             # A root (init() at start-up): sampled, as the default sampler samples new traces.
-            trace_id, flags, state = recorder.new_trace_id(), TraceFlags(TraceFlags.SAMPLED), TraceState()
+            trace_id, flags, state = recorder.new_trace_id(), _SAMPLED, TraceState()
         self._context = SpanContext(trace_id, recorder.new_span_id(), False, flags, state)
         self._token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(self._context)))
         self._start = time.time_ns()
@@ -354,6 +375,7 @@ class OtelTracer:
                     "its own provider and the other one keeps the spans of code that uses the global provider"
                 )
         self._sampler = self.provider.sampler
+        self._default_sampler = _is_default_sampler(self._sampler)
         self._recorder = _Recorder(self.provider, added)
         propagators = os.environ.get("OTEL_PROPAGATORS", "").replace(" ", "").lower()
         self._always_extract = propagators not in _DEFAULT_PROPAGATORS
@@ -371,22 +393,22 @@ class OtelTracer:
         else:
             parent_context, parent = None, trace.INVALID_SPAN_CONTEXT
         trace_id = parent.trace_id if parent.is_valid else recorder.new_trace_id()
-        sampling = self._sampler.should_sample(
-            parent_context, trace_id, name, SpanKind.SERVER, attributes, None, parent.trace_state
-        )
-        sampled = sampling.decision.is_sampled()  # type: ignore[no-untyped-call]
-        context = SpanContext(
-            trace_id,
-            recorder.new_span_id(),
-            False,
-            TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT),
-            sampling.trace_state if sampling.trace_state is not None else parent.trace_state,
-        )
-        span = NonRecordingSpan(context)
-        token = otel_context.attach(trace.set_span_in_context(span, parent_context))
-        values = dict(attributes)
-        if sampling.attributes:
-            values.update(sampling.attributes)
+        # Core hands over a fresh dict per request: it becomes the span's own.
+        values = attributes if isinstance(attributes, dict) else dict(attributes)
+        if self._default_sampler:
+            # parentbased_always_on, the default: follow the caller's decision, sample new traces.
+            sampled = parent.trace_flags.sampled if parent.is_valid else True
+            state = parent.trace_state
+        else:
+            sampling = self._sampler.should_sample(
+                parent_context, trace_id, name, SpanKind.SERVER, attributes, None, parent.trace_state
+            )
+            sampled = sampling.decision.is_sampled()  # type: ignore[no-untyped-call]
+            state = sampling.trace_state if sampling.trace_state is not None else parent.trace_state
+            if sampling.attributes:
+                values.update(sampling.attributes)
+        context = SpanContext(trace_id, recorder.new_span_id(), False, _SAMPLED if sampled else _NOT_SAMPLED, state)
+        token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(context), parent_context))
         return RequestSpan(
             recorder if sampled else None, name, context, parent if parent.is_valid else None, values, token
         )

@@ -52,6 +52,7 @@ from .telemetry import RequestRecord
 from .tracing import TracingMiddleware
 from .tracing import current_trace_id
 from .tracing import traced
+from .user_script import UserScript
 
 logger = logging.getLogger("azmlinfsrv")
 
@@ -169,11 +170,19 @@ class ScoringApp:
         self.state = state
         self.metrics = metrics
         self.response_class = _PlainResponse
+        self._run_in_span: tuple[UserScript, Callable[..., Any]] | None = None
 
-    @property
-    def _run_attributes(self) -> dict[str, str]:
-        path = self.state.script.path if self.state.script is not None else None
-        return {"code.function.name": "run", "code.filepath": path} if path else {"code.function.name": "run"}
+    def _traced_run(self, script: UserScript) -> Callable[..., Any]:
+        """run() in a span of its own; made once per loaded script (a reload loads a new one)."""
+        cached = self._run_in_span
+        if cached is not None and cached[0] is script:
+            return cached[1]
+        attributes = {"code.function.name": "run"}
+        if script.path:
+            attributes["code.filepath"] = script.path
+        run = traced(self.state.tracer, "run", script.run, attributes)
+        self._run_in_span = (script, run)
+        return run
 
     # -- shared pieces -----------------------------------------------------------------------------------
 
@@ -385,7 +394,7 @@ class ScoringApp:
                 return self._json(exc.code or 400, exc.description or exc.name), None
             run_started = time.perf_counter()
             connection = req.environ.get("gunicorn.socket")
-            run = script.run if not state.tracing_on else traced(state.tracer, "run", script.run, self._run_attributes)
+            run = script.run if not state.tracing_on else self._traced_run(script)
             try:
                 if connection is not None:
                     # The watchdog can answer on the connection itself: run() stays in this thread.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import struct
+import time
 from collections import defaultdict
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -33,6 +34,8 @@ _IS_REMOTE = 0x200
 # Recurring attribute encodings; cleared when full, so odd values (request ids) cannot grow it without bound.
 _CACHE_LIMIT = 4096
 _kv_cache: dict[tuple[bytes, str, type, Any], bytes] = {}
+# Spans encoded between two offers of the interpreter lock to other threads.
+_YIELD_EVERY = 16
 _pack_double = struct.Struct("<d").pack
 _pack_fixed64 = struct.Struct("<Q").pack
 _pack_fixed32 = struct.Struct("<I").pack
@@ -175,7 +178,11 @@ def encode_request(spans: Sequence[ReadableSpan]) -> bytes:
     resources: dict[int, Resource] = {}
     scopes: dict[int, InstrumentationScope | None] = {}
     grouped: dict[int, dict[int, list[bytes]]] = defaultdict(lambda: defaultdict(list))
-    for span in spans:
+    for index, span in enumerate(spans):
+        if index % _YIELD_EVERY == _YIELD_EVERY - 1:
+            # Let request threads have the interpreter lock: otherwise a batch of 512 spans holds it for
+            # milliseconds at a time (until the 5 ms switch interval), which is what a request's p99 sees.
+            time.sleep(0)
         resource = span.resource
         scope = span.instrumentation_scope or None
         resources[id(resource)] = resource

@@ -178,6 +178,9 @@ def test_a_hanging_collector_does_not_slow_requests(tmp_path: Path) -> None:
         with serve(tmp_path / "off", {}) as off, serve(tmp_path / "hang", small_queue) as held:
             _median_latencies([off, held], 50)  # warm up; fills the queue of the held server
             baseline, traced = _median_latencies([off, held], 300)
+            deadline = time.monotonic() + 10
+            while not hanging.hanging and time.monotonic() < deadline:
+                time.sleep(0.02)
             assert hanging.hanging >= 1  # the exporter really is stuck on the collector
     # Tracing costs a few microseconds per request; a stuck collector adds nothing to that.
     assert traced < 1.5 * baseline

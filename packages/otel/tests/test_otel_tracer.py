@@ -186,6 +186,9 @@ def test_a_hanging_collector_neither_slows_requests_nor_grows_the_queue(
         held = OtelTracer(Resource({}), exporter=exporter, set_global=False)
         with caplog.at_level(logging.WARNING):
             elapsed = _requests(held, 1000)
+        deadline = time.monotonic() + 10
+        while not hanging.hanging and time.monotonic() < deadline:
+            time.sleep(0.02)
         assert hanging.hanging >= 1  # the export thread really is stuck on the collector
         [processor] = held.provider._active_span_processor._span_processors  # type: ignore[attr-defined]
         queue = processor._batch_processor._queue

@@ -20,7 +20,7 @@ ROOT = Path(__file__).parent
 PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
 PYTHONS = nox.project.python_versions(PYPROJECT)
 DEFAULT_PYTHON = "3.11"
-PACKAGES = ("core", "cli", "appinsights", "testing")
+PACKAGES = ("core", "cli", "appinsights", "testing", "otel")
 DEV = PYPROJECT["dependency-groups"]["dev"]
 DOCS_TEST_DEPS = ("kubernetes-validate", "pyyaml")
 # The unit and end-to-end suites spread over the cores (pytest-xdist): most of their time is spent waiting on

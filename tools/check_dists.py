@@ -1,4 +1,4 @@
-"""Checks the built sdists and wheels of the five distributions for what users get when they install them.
+"""Checks the built sdists and wheels of the six distributions for what users get when they install them.
 
 ``python tools/check_dists.py DIST_DIR``: exactly one wheel and one sdist per distribution, one version for all,
 each package wheel with its code, ``py.typed`` and its declared entry points, no tests or caches, the licence file
@@ -37,6 +37,11 @@ EXPECTED = (
         {"azureml_inference_server_http.telemetry": {"appinsights"}},
     ),
     Expected("azureml-inference-server-http-testing", "azmlinfsrv_testing", {"pytest11": {"azmlinfsrv"}}),
+    Expected(
+        "azureml-inference-server-http-otel",
+        "azmlinfsrv_otel",
+        {"azureml_inference_server_http.tracing": {"otel"}},
+    ),
 )
 # Paths that are never part of an installed package.
 FORBIDDEN_PARTS = ("tests", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache")

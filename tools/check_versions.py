@@ -1,4 +1,4 @@
-"""Fail when the version has more than one source: one version for all five distributions, siblings pinned with ==.
+"""Fail when the version has more than one source: one version for all six distributions, siblings pinned with ==.
 
 The code reads the version the core build writes from pyproject.toml (``[tool.hatch.build.hooks.version]``); a
 version literal in the packages' source would be a second source that drifts.

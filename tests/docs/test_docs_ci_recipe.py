@@ -22,7 +22,7 @@ from .test_docs_reference import validate_flags
 
 COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
 # Every distribution of the project: the recipe installs them all, in one pip call.
-DISTRIBUTIONS = {"packages/core", "packages/cli", "packages/appinsights", "packages/testing", "."}
+DISTRIBUTIONS = {"packages/core", "packages/cli", "packages/appinsights", "packages/testing", "packages/otel", "."}
 
 
 def recipe() -> dict[str, Any]:

@@ -52,7 +52,7 @@ def _environ() -> dict[str, str]:
     return {name: value for name, value in os.environ.items() if name != "PYTEST_CURRENT_TEST"}
 
 
-def test_plugin_registers_three_fixtures_and_nothing_autouse(pytester: pytest.Pytester) -> None:
+def test_plugin_registers_its_fixtures_and_nothing_autouse(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
         import builtins
@@ -65,6 +65,8 @@ def test_plugin_registers_three_fixtures_and_nothing_autouse(pytester: pytest.Py
             assert "flask" not in sys.modules
             assert "azureml_inference_server_http.server" not in sys.modules
             assert "azureml.contrib.services.aml_request" not in sys.modules
+            # Nor the fake OTLP receiver's optional decoder.
+            assert not [name for name in sys.modules if name.startswith("opentelemetry")]
             assert builtins.print.__module__ == "builtins"
         """
     )
@@ -72,7 +74,7 @@ def test_plugin_registers_three_fixtures_and_nothing_autouse(pytester: pytest.Py
     result.assert_outcomes(passed=1)
     fixtures = pytester.runpytest_subprocess("--fixtures")
     listed = fixtures.stdout.str()
-    for name in ("azmlinfsrv_client", "azmlinfsrv_server", "azmlinfsrv_collector"):
+    for name in ("azmlinfsrv_client", "azmlinfsrv_server", "azmlinfsrv_collector", "azmlinfsrv_otlp"):
         assert f"\n{name} -- " in listed
 
 

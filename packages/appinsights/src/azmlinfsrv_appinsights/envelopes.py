@@ -40,6 +40,9 @@ MODEL_DATA_MESSAGE = "model_data_collection"
 # See docs/compatibility.md#exception-telemetry.
 UNKNOWN_REQUEST_ID = "Unknown"
 
+# The custom property that carries the request's OpenTelemetry trace id when tracing is on (docs/tracing.md).
+TRACE_ID_PROPERTY = "Trace Id"
+
 # Application Insights severity levels: Verbose, Information, Warning, Error, Critical.
 _SEVERITY = ((logging.CRITICAL, 4), (logging.ERROR, 3), (logging.WARNING, 2), (logging.INFO, 1))
 
@@ -115,17 +118,20 @@ class EnvelopeBuilder:
             "data": {"baseType": base_type, "baseData": self._redactor.deep(base_data)},
         }
 
-    def _ids(self, request_id: str, client_request_id: str) -> dict[str, str]:
-        return {
+    def _ids(self, request_id: str, client_request_id: str, trace_id: str) -> dict[str, str]:
+        ids = {
             "Container Id": self._context.container_id,
             "Request Id": request_id,
             "Client Request Id": client_request_id,
         }
+        if trace_id:
+            ids[TRACE_ID_PROPERTY] = trace_id
+        return ids
 
     def request(self, item: RequestItem) -> dict[str, Any]:
         duration = format_duration(item.duration_ms)
         success = item.status_code < 400
-        properties = self._ids(item.request_id, item.client_request_id)
+        properties = self._ids(item.request_id, item.client_request_id, item.trace_id)
         if item.response_value is not None:
             properties["Response Value"] = item.response_value
         # compat: upstream exported these span attributes as custom dimensions too; users' queries name them.
@@ -170,21 +176,24 @@ class EnvelopeBuilder:
             "ver": 2,
             "exceptions": exceptions,
             "severityLevel": 3,
-            "properties": self._ids(item.request_id, item.client_request_id),
+            "properties": self._ids(item.request_id, item.client_request_id, item.trace_id),
         }
         return self._envelope(EXCEPTION, item.time, "ExceptionData", base_data, item.request_id)
 
     def trace(self, item: TraceItem) -> dict[str, Any]:
+        properties = dict(item.properties)
+        if item.trace_id:
+            properties[TRACE_ID_PROPERTY] = item.trace_id
         base_data = {
             "ver": 2,
             "message": item.message,
             "severityLevel": severity(item.level),
-            "properties": dict(item.properties),
+            "properties": properties,
         }
         return self._envelope(MESSAGE, item.time, "MessageData", base_data, "")
 
     def model_data(self, item: ModelDataItem) -> dict[str, Any]:
-        properties = self._ids(item.request_id, item.client_request_id)
+        properties = self._ids(item.request_id, item.client_request_id, item.trace_id)
         properties.update(
             {
                 "Workspace Name": self._context.workspace_name,

@@ -12,6 +12,8 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
+from azureml_inference_server_http.server.tracing import current_trace_id
+
 __all__ = [
     "MAX_EXCEPTION_CHAIN",
     "MAX_MESSAGE_LENGTH",
@@ -65,6 +67,7 @@ class RequestItem:
     request_id: str
     client_request_id: str
     response_value: str | None
+    trace_id: str = ""  # the request's trace when tracing is on (docs/tracing.md#logs-and-telemetry)
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,7 @@ class ExceptionItem:
     details: tuple[ExceptionDetail, ...]
     request_id: str
     client_request_id: str
+    trace_id: str = ""  # the request's trace when tracing is on (docs/tracing.md#logs-and-telemetry)
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,7 @@ class TraceItem:
     message: str
     logger_name: str
     properties: tuple[tuple[str, str], ...]
+    trace_id: str = ""  # the request's trace when tracing is on (docs/tracing.md#logs-and-telemetry)
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,7 @@ class ModelDataItem:
     input: str
     prediction: str
     models: str  # a JSON list of "name:version" ids
+    trace_id: str = ""  # the request's trace when tracing is on (docs/tracing.md#logs-and-telemetry)
 
 
 Item = RequestItem | ExceptionItem | TraceItem | ModelDataItem
@@ -165,4 +171,5 @@ def trace_item(record: logging.LogRecord) -> TraceItem:
         message=limit(message, MAX_MESSAGE_LENGTH),
         logger_name=record.name,
         properties=tuple(properties),
+        trace_id=current_trace_id(),
     )

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from typing import Any
 
+from azureml_inference_server_http.server.tracing import current_trace_id
+
 from .connection import IngestionTarget
 from .credentials import RefreshingToken
 from .credentials import TokenCredential
@@ -116,6 +118,7 @@ class AppInsightsTelemetry:
                     client_request_id=record.client_request_id,
                     # Cut here, not on the exporter thread: the queue must not hold whole response bodies.
                     response_value=None if response_value is None else limit(response_value, MAX_PROPERTY_LENGTH),
+                    trace_id=current_trace_id(),
                 )
             )
         except Exception:
@@ -128,6 +131,7 @@ class AppInsightsTelemetry:
                 details=exception_details(exc),
                 request_id=request_id,
                 client_request_id=client_request_id,
+                trace_id=current_trace_id(),
             )
             self._exporter.submit(item)
         except Exception:
@@ -149,6 +153,7 @@ class AppInsightsTelemetry:
                     input=to_json_text(record.input),
                     prediction=to_json_text(record.prediction),
                     models=json.dumps([str(model) for model in models]),
+                    trace_id=current_trace_id(),
                 )
             )
         except Exception:

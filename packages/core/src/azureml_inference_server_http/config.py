@@ -178,6 +178,7 @@ class ServerConfig:
     max_request_body_mb: int = c.DEFAULT_MAX_REQUEST_BODY_MB
     metrics_enabled: bool = True
     model_name: str | None = None  # None: the entry script's file stem (server/v2.py)
+    tracing_enabled: bool = False  # an OTLP endpoint is configured (docs/tracing.md)
     config_file: str | None = None
     unknown_config_keys: tuple[str, ...] = ()
 
@@ -251,7 +252,24 @@ class ServerConfig:
             raise ConfigError(errors)
         if values.get("source_dir") == "":
             values["source_dir"] = None
-        return cls(**values, config_file=config_file, unknown_config_keys=tuple(unknown))
+        return cls(
+            **values,
+            tracing_enabled=tracing_requested(env),
+            config_file=config_file,
+            unknown_config_keys=tuple(unknown),
+        )
+
+
+def tracing_requested(environ: Mapping[str, str]) -> bool:
+    """Tracing is on when an OTLP endpoint is configured and the OpenTelemetry SDK is not disabled.
+
+    These are the OpenTelemetry specification's own variables, so a deployment that already sets them for its
+    other services traces this one too (docs/tracing.md).
+    """
+    upper = {key.upper(): value for key, value in environ.items() if key[:5].upper() == "OTEL_"}
+    if upper.get(c.ENV_OTEL_SDK_DISABLED, "").strip().lower() == "true":
+        return False
+    return any(upper.get(name, "").strip() for name in (c.ENV_OTEL_ENDPOINT, c.ENV_OTEL_TRACES_ENDPOINT))
 
 
 def find_config_file(env: Mapping[str, str]) -> str | None:

@@ -59,6 +59,11 @@ ENV_GRACEFUL_TIMEOUT = "AZMLINFSRV_GRACEFUL_TIMEOUT"
 # Which Microsoft Entra ID credential signs telemetry when the connection string says Authorization=AAD.
 ENV_APP_INSIGHTS_CREDENTIAL = "AZMLINFSRV_APPINSIGHTS_CREDENTIAL"
 
+# OpenTelemetry's own variables that turn tracing on (docs/tracing.md); the tracing package reads the others.
+ENV_OTEL_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
+ENV_OTEL_TRACES_ENDPOINT = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+ENV_OTEL_SDK_DISABLED = "OTEL_SDK_DISABLED"
+
 DEFAULT_APP_ROOT = "/var/azureml-app"
 DEFAULT_SERVICE_NAME = "ML service"
 DEFAULT_SERVICE_VERSION = "1.0"

@@ -1,9 +1,9 @@
-"""Testing azmlinfsrv score scripts with pytest: fixtures, an in-process client, a server process helper and a fake
-Application Insights ingestion endpoint.
+"""Testing azmlinfsrv score scripts with pytest: fixtures, an in-process client, a server process helper, a fake
+Application Insights ingestion endpoint and a fake OpenTelemetry collector.
 
-The fixtures (``azmlinfsrv_client``, ``azmlinfsrv_server``, ``azmlinfsrv_collector``) are registered through the
-``pytest11`` entry point when this package is installed; the names below are for tests that need more control, such
-as module-scoped servers.
+The fixtures (``azmlinfsrv_client``, ``azmlinfsrv_server``, ``azmlinfsrv_collector``, ``azmlinfsrv_otlp``) are
+registered through the ``pytest11`` entry point when this package is installed; the names below are for tests that
+need more control, such as module-scoped servers.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from .factories import ServerFactory
 from .inprocess import InProcessClient
 from .messages import Headers
 from .messages import Response
+from .otlp import FakeOtlpReceiver
 from .process import ServerProcess
 from .process import ServerStartError
 from .process import free_port
@@ -29,6 +30,7 @@ from .timing import time_limit
 __all__ = [
     "ClientFactory",
     "FakeIngestion",
+    "FakeOtlpReceiver",
     "Headers",
     "InProcessClient",
     "Response",

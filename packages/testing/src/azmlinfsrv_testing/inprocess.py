@@ -208,7 +208,7 @@ class InProcessClient:
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop the scoring threads, flush telemetry and forget the script's sibling modules. Idempotent."""
+        """Stop the scoring threads, flush telemetry and traces, and forget the script's sibling modules. Idempotent."""
         if self._closed:
             return
         self._closed = True
@@ -219,6 +219,7 @@ class InProcessClient:
         with self._sandbox.active():
             state.telemetry.flush(TELEMETRY_FLUSH_SECONDS)
             state.telemetry.close()
+            state.tracer.shutdown(TELEMETRY_FLUSH_SECONDS)
         self._sandbox.modules.clear()
 
     def __enter__(self) -> InProcessClient:

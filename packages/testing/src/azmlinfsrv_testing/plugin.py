@@ -21,12 +21,13 @@ from .factories import ClientFactory
 from .factories import PathArg
 from .factories import ServerFactory
 from .inprocess import InProcessClient
+from .otlp import FakeOtlpReceiver
 from .process import DEFAULT_START_TIMEOUT
 from .process import ServerProcess
 from .process import ServerStartError
 from .process import start_server
 
-__all__ = ["azmlinfsrv_client", "azmlinfsrv_collector", "azmlinfsrv_server"]
+__all__ = ["azmlinfsrv_client", "azmlinfsrv_collector", "azmlinfsrv_otlp", "azmlinfsrv_server"]
 
 ENV_APP_ROOT = "AML_APP_ROOT"
 LOG_SECTION_LINES = 200
@@ -127,6 +128,17 @@ def azmlinfsrv_collector() -> Iterator[FakeIngestion]:
     """
     with FakeIngestion() as ingestion:
         yield ingestion
+
+
+@pytest.fixture
+def azmlinfsrv_otlp() -> Iterator[FakeOtlpReceiver]:
+    """A fake OpenTelemetry collector (OTLP/HTTP) on 127.0.0.1 that records spans: ``spans``, ``wait_for()``.
+
+    Point a server at it with ``env=azmlinfsrv_otlp.env()``. Needs the ``otlp`` extra
+    (``pip install "azureml-inference-server-http-testing[otlp]"``); without it the fixture fails with that command.
+    """
+    with FakeOtlpReceiver() as receiver:
+        yield receiver
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -50,6 +50,10 @@ from .state import PHASE_READY
 from .state import ServerState
 from .telemetry import ModelDataRecord
 from .telemetry import RequestRecord
+from .tracing import TracingMiddleware
+from .tracing import current_trace_id
+from .tracing import traced
+from .user_script import UserScript
 
 logger = logging.getLogger("azmlinfsrv")
 
@@ -167,6 +171,19 @@ class ScoringApp:
         self.state = state
         self.metrics = metrics
         self.response_class = _PlainResponse
+        self._run_in_span: tuple[UserScript, Callable[..., Any]] | None = None
+
+    def _traced_run(self, script: UserScript) -> Callable[..., Any]:
+        """run() in a span of its own; made once per loaded script (a reload loads a new one)."""
+        cached = self._run_in_span
+        if cached is not None and cached[0] is script:
+            return cached[1]
+        attributes = {"code.function.name": "run"}
+        if script.path:
+            attributes["code.filepath"] = script.path
+        run = traced(self.state.tracer, "run", script.run, attributes)
+        self._run_in_span = (script, run)
+        return run
 
     # -- shared pieces -----------------------------------------------------------------------------------
 
@@ -203,6 +220,18 @@ class ScoringApp:
         query = req.query_string
         path = req.path + "?" + query.decode("latin-1") if query else req.path
         length = response.headers.get("Content-Length", "N/A") if not response.is_streamed else "N/A"
+        if self.state.tracing_on:
+            # The trace id ties the line to the request's spans (docs/tracing.md#logs-and-telemetry).
+            logger.info(
+                "%s %s %d %.3fms %s trace_id=%s",
+                req.method,
+                path,
+                response.status_code,
+                elapsed_ms,
+                length,
+                current_trace_id(),
+            )
+            return elapsed_ms
         logger.info(
             "%s %s %d %.3fms %s",
             req.method,
@@ -366,13 +395,14 @@ class ScoringApp:
                 return self._json(exc.code or 400, exc.description or exc.name), None
             run_started = time.perf_counter()
             connection = req.environ.get("gunicorn.socket")
+            run = script.run if not state.tracing_on else self._traced_run(script)
             try:
                 if connection is not None:
                     # The watchdog can answer on the connection itself: run() stays in this thread.
                     answer = self._timeout_answer(req, ids, connection)
-                    output = runner.call_inline(script.run, kwargs, answer)
+                    output = runner.call_inline(run, kwargs, answer)
                 else:
-                    output = runner.call(script.run, kwargs)
+                    output = runner.call(run, kwargs)
             except AnsweredTimeout as exc:
                 # The watchdog already sent the timeout response, logged it and freed the slot; what this
                 # thread returns now goes to a closed connection.
@@ -732,8 +762,24 @@ def build_flask_app(state: ServerState, metrics: Metrics) -> Flask:
     app.wsgi_app = _DirectScoreRoute(  # type: ignore[method-assign]
         app, handlers.score, app.wsgi_app, score_rule, direct_v2
     )
+    if state.tracing_on:
+        # Only with a tracer: without one the request path has no extra layer at all.
+        app.wsgi_app = TracingMiddleware(app.wsgi_app, state.tracer, _route_finder(app))  # type: ignore[method-assign]
     app.extensions[STATE_KEY] = state
     return app
+
+
+def _route_finder(app: Flask) -> Callable[[Mapping[str, Any]], str | None]:
+    """The route template of a request's path (``/v2/models/<name>/infer``), or None when no route matches."""
+
+    def route_of(environ: Mapping[str, Any]) -> str | None:
+        try:
+            rule, _ = app.url_map.bind_to_environ(dict(environ)).match(return_rule=True)
+        except Exception:
+            return None
+        return str(rule.rule)
+
+    return route_of
 
 
 def create_app(

@@ -29,6 +29,9 @@ from .swagger import SwaggerDocuments
 from .telemetry import NoTelemetry
 from .telemetry import Telemetry
 from .telemetry import load_telemetry
+from .tracing import NO_TRACING
+from .tracing import Tracer
+from .tracing import load_tracer
 from .user_script import UserScript
 
 logger = logging.getLogger("azmlinfsrv")
@@ -57,6 +60,9 @@ class ServerState:
         self.on_ready = on_ready
         self.telemetry: Telemetry = telemetry if telemetry is not None else NoTelemetry()
         self.telemetry_on = not isinstance(self.telemetry, NoTelemetry)
+        # Tracing: the plugin's tracer once prepare() found one; the request path checks tracing_on only.
+        self.tracer: Tracer = NO_TRACING
+        self.tracing_on = False
         self.cors: CorsPolicy | None = None
         self.runner = ScoringRunner(config.worker_threads, config.scoring_timeout_ms, on_stuck=on_stuck)
         self.script: UserScript | None = None
@@ -87,6 +93,11 @@ class ServerState:
         if not self.telemetry_on:
             self.telemetry = load_telemetry(self.config)
             self.telemetry_on = not isinstance(self.telemetry, NoTelemetry)
+        if not self.tracing_on:
+            tracer = load_tracer(self.config)
+            if tracer is not None:
+                self.tracer = tracer
+                self.tracing_on = True
         self.model_ids = model_dir.model_ids(self.config.model_dir)
         self.cors = CorsPolicy.parse(self.config.cors_origins)
 
@@ -97,7 +108,7 @@ class ServerState:
         self.init_started = time.monotonic()
         try:
             script = user_script.load(config.entry_script_path, config.app_root)
-            user_script.run_init(script)
+            self._init(script)
             if any(name in os.environ for name in (c.ENV_DBG_MODEL_INFO, c.ENV_DBG_RESOURCE_INFO)):
                 logger.warning(
                     "The debuggability features have been removed. If you have a use case for them please reach "
@@ -121,6 +132,15 @@ class ServerState:
         _freeze_heap()
         self.ready.set()
         self.settled.set()
+
+    def _init(self, script: UserScript) -> None:
+        """init(), in a span of its own when tracing is on (a trace of its own: no request caused it)."""
+        if not self.tracing_on:
+            user_script.run_init(script)
+            return
+        attributes = {"code.function.name": "init", "code.filepath": script.path} if script.path else {}
+        with self.tracer.span("init", attributes):
+            user_script.run_init(script)
 
     def _build_documents(self, script: UserScript) -> tuple[SwaggerDocuments, bytes]:
         """The swagger documents (upstream's) and the OpenAPI 3.1 document (ours) of a loaded script."""
@@ -192,7 +212,7 @@ class ServerState:
         gc.unfreeze()  # the version being replaced must be collectable once nothing uses it
         try:
             script = user_script.load(config.entry_script_path, config.app_root)
-            user_script.run_init(script)
+            self._init(script)
             swagger, document = self._build_documents(script)
         except BaseException as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"

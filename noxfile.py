@@ -34,7 +34,8 @@ DIST = ROOT / "dist"
 IMPORTED_FROM_SITE_PACKAGES = """
 import importlib, pathlib, sys
 root = pathlib.Path.cwd().resolve()
-for name in ("azureml_inference_server_http", "azmlinfsrv", "azmlinfsrv_appinsights", "azmlinfsrv_testing"):
+for name in ("azureml_inference_server_http", "azmlinfsrv", "azmlinfsrv_appinsights", "azmlinfsrv_testing",
+             "azmlinfsrv_otel"):
     path = pathlib.Path(importlib.import_module(name).__file__).resolve()
     if root in path.parents and ".nox" not in path.parts:
         sys.exit(f"{name} is imported from the checkout ({path}), not from the installed wheel")
@@ -75,7 +76,7 @@ def install_local(session: nox.Session, *packages: str, extra: tuple[str, ...] =
 
 @nox.session(python=DEFAULT_PYTHON)
 def lint(session: nox.Session) -> None:
-    """ruff, and one version for all five distributions."""
+    """ruff, and one version for all six distributions."""
     session.install("ruff==0.17.6")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
@@ -100,7 +101,7 @@ def tests(session: nox.Session) -> None:
 def core_only(session: nox.Session) -> None:
     """Core and testing alone: proves core imports and works without the front-ends and exporters."""
     install_local(session, "core", "testing")
-    for module in ("gunicorn", "waitress", "typer", "opencensus"):
+    for module in ("gunicorn", "waitress", "typer", "opencensus", "opentelemetry"):
         session.run("python", "-c", f"import importlib.util as u, sys; sys.exit(u.find_spec('{module}') is not None)")
     session.run("pytest", "packages/core/tests", *session.posargs)
 
@@ -114,7 +115,7 @@ def e2e(session: nox.Session) -> None:
 
 @nox.session(python=DEFAULT_PYTHON, default=False)
 def build(session: nox.Session) -> None:
-    """sdist and wheel of the five distributions into dist/, checked (twine check --strict, tools/check_dists.py).
+    """sdist and wheel of the six distributions into dist/, checked (twine check --strict, tools/check_dists.py).
 
     Not a default session of its own: ``release`` requires it, so every default run builds and checks once.
     """
@@ -131,7 +132,7 @@ def build(session: nox.Session) -> None:
 def release(session: nox.Session) -> None:
     """What users install: the built wheels alone in a fresh environment, with the e2e, docs and examples tests.
 
-    One install call takes the five wheels (never the checkout, never the index's upstream package) and the test
+    One install call takes the six wheels (never the checkout, never the index's upstream package) and the test
     dependencies; the session fails if any package would still be imported from the checkout.
     """
     wheels = sorted(str(path) for path in DIST.glob("*.whl"))

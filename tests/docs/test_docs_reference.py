@@ -22,7 +22,7 @@ from .conftest import doc_sections
 from .conftest import read_doc
 from .conftest import table_first_cells
 
-SCANNED_PACKAGES = ("core", "cli", "appinsights")
+SCANNED_PACKAGES = ("core", "cli", "appinsights", "otel")
 ENV_NAME = re.compile(r"^[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+_?$")  # glibc's MALLOC_*_ names end in "_"
 # Upper-case subscripts that are not environment variables (Flask's own configuration keys).
 NOT_ENV_CONTAINERS = {"config"}

@@ -171,6 +171,21 @@ def test_telemetry_model_data_collection(ingestion: FakeIngestion, launch: Launc
     assert json.loads(data["properties"]["Prediction"]) == {"echo": {"param1": "hello"}}
 
 
+def test_model_data_collection_records_v2_infer_by_tensor_name(ingestion: FakeIngestion, launch: Launcher) -> None:
+    """An Open Inference Protocol request is recorded like one on /score: its inputs by tensor name, and run()'s
+    result."""
+    server = start(launch, RESOURCES / "v2_plain.py", telemetry_env(ingestion, AML_MDC_STORAGE_ENABLED="true"))
+    client_id = f"client-{uuid.uuid4()}"
+    body = {"inputs": [{"name": "values", "shape": [2], "datatype": "INT64", "data": [3, 4]}]}
+    response = call(server, "POST", "/v2/models/v2_plain/infer", body, {"x-ms-client-request-id": client_id})
+    assert response.status_code == 200, response.text
+    [item] = ingestion.wait_for(with_client_id(client_id, "trace"), timeout=DELIVERY_TIMEOUT)
+    properties = item["data"]["baseData"]["properties"]
+    assert item["data"]["baseData"]["message"] == "model_data_collection"
+    assert json.loads(properties["Input"]) == {"values": [3, 4]}
+    assert json.loads(properties["Prediction"]) == {"values": [3, 4]}  # run()'s result, before it became tensors
+
+
 def test_model_data_collection_records_a_large_array_as_sent(ingestion: FakeIngestion, launch: Launcher) -> None:
     """Large numpy inputs are normally built straight from the JSON text (arrays.py); with model data collection on,
     the input is still recorded as the JSON the client sent, not as an array json.dumps() cannot encode."""

@@ -424,7 +424,7 @@ class ScoringApp:
             if not slot_released:
                 runner.release()
         if collect:
-            self._collect(ids, model_input, output)
+            self.collect_model_data(ids, model_input, output)
         return self._convert(output, run_ms, ids), run_ms
 
     def _timeout_answer(
@@ -496,7 +496,8 @@ class ScoringApp:
         headers[c.HEADER_RUN_FN_EXEC_MS] = exec_ms
         return response
 
-    def _collect(self, ids: _Ids, model_input: Any, output: Any) -> None:
+    def collect_model_data(self, ids: _Ids, model_input: Any, output: Any) -> None:
+        """Hand one request's input and output to model data collection; a failure is logged, never raised."""
         try:
             self.state.telemetry.model_data(
                 ModelDataRecord(

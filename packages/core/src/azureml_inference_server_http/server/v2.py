@@ -33,7 +33,6 @@ from .inputs import InputError
 from .inputs import read_body
 from .scoring import SLOT_LEASE_KEY
 from .scoring import AnsweredTimeout
-from .telemetry import ModelDataRecord
 from .tensors import InferRequest
 from .tensors import Output
 from .tensors import TensorError
@@ -362,18 +361,7 @@ class V2Routes:
     def _collect(self, ids: Any, parsed: InferRequest, output: Any) -> None:
         with contextlib.suppress(TensorError):
             model_input = {tensor.name: tensor.nested() for tensor in parsed.inputs}
-            try:
-                self.state.telemetry.model_data(
-                    ModelDataRecord(
-                        request_id=ids.request_id,
-                        client_request_id=ids.client,
-                        input=model_input,
-                        prediction=output,
-                        extra={"Models": self.state.model_ids},
-                    )
-                )
-            except Exception:
-                logging.getLogger("azmlinfsrv.trace").exception("Error logging to Application Insights:")
+            self.handlers.collect_model_data(ids, model_input, output)
 
 
 # A direct route: (view, rule, view arguments), or None for Flask's routing.

@@ -23,16 +23,20 @@ Example::
 from __future__ import annotations
 
 import gzip
-import socket
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
-from http.server import BaseHTTPRequestHandler
-from http.server import ThreadingHTTPServer
-from types import TracebackType
+from email.message import Message
 from typing import Any
+
+from ._fake_endpoint import DEFAULT_HANG_LIMIT as DEFAULT_HANG_LIMIT
+from ._fake_endpoint import ERROR
+from ._fake_endpoint import HANG
+from ._fake_endpoint import MAX_BODY_BYTES as MAX_BODY_BYTES
+from ._fake_endpoint import OK
+from ._fake_endpoint import REFUSE
+from ._fake_endpoint import FakeEndpoint
+from ._fake_endpoint import Reply
 
 __all__ = [
     "ERROR",
@@ -46,17 +50,10 @@ __all__ = [
     "decode_spans",
 ]
 
-OK = "ok"
-ERROR = "error"
-HANG = "hang"
-REFUSE = "refuse"
 MODES = (OK, ERROR, HANG, REFUSE)
 
 TRACES_PATH = "/v1/traces"
 PROTOBUF = "application/x-protobuf"
-# A collector's default limit is a few MB; a fake only needs a bound so a broken client cannot exhaust memory.
-MAX_BODY_BYTES = 64 * 1024 * 1024
-DEFAULT_HANG_LIMIT = 120.0
 INSTALL_HINT = (
     'FakeOtlpReceiver decodes OTLP with opentelemetry-proto: pip install "azureml-inference-server-http-testing[otlp]"'
 )
@@ -157,191 +154,32 @@ def decode_spans(body: bytes) -> list[Span]:
     return spans
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    # Hung handler threads must not hold up stop(); they end on their own when released.
-    block_on_close = False
-    allow_reuse_address = True
-
-    def __init__(self, address: tuple[str, int], receiver: FakeOtlpReceiver) -> None:
-        self.receiver = receiver
-        super().__init__(address, _Handler)
+def _text(status: int, message: str) -> Reply:
+    return status, "text/plain", message.encode("utf-8")
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's parameter name
-        # The default writes one line per request to stderr; tests read the server's output, not the fake's.
-        return None
-
-    def _reply(self, status: int, body: bytes = b"", content_type: str = PROTOBUF) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_GET(self) -> None:  # noqa: N802 - the name http.server dispatches to
-        self._reply(404, b"not found", "text/plain")
-
-    def do_POST(self) -> None:  # noqa: N802 - the name http.server dispatches to
-        receiver = self.server.receiver
-        length_header = self.headers.get("Content-Length")
-        try:
-            length = int(length_header) if length_header is not None else -1
-        except ValueError:
-            length = -1
-        if length < 0 or length > MAX_BODY_BYTES:
-            self.close_connection = True
-            self._reply(411 if length_header is None else 413, b"bad Content-Length", "text/plain")
-            return
-        body = self.rfile.read(length)
-        receiver._count_post(dict(self.headers.items()))
-        if self.path.split("?", 1)[0].rstrip("/") != TRACES_PATH:
-            self._reply(404, b"not found", "text/plain")
-            return
-        mode = receiver.mode
-        if mode == HANG:
-            receiver._hang()
-            self.close_connection = True
-            return
-        if mode == ERROR:
-            self._reply(503, b"unavailable", "text/plain")
-            return
-        content_type = self.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
-        if content_type != PROTOBUF:
-            self._reply(415, b"only application/x-protobuf is accepted", "text/plain")
-            return
-        try:
-            if "gzip" in self.headers.get("Content-Encoding", "").lower():
-                body = gzip.decompress(body)
-            spans = decode_spans(body)
-        except (ValueError, OSError, EOFError) as exc:
-            self._reply(400, str(exc).encode("utf-8"), "text/plain")
-            return
-        receiver._record(spans)
-        # An empty ExportTraceServiceResponse: everything accepted.
-        self._reply(200)
-
-
-class FakeOtlpReceiver:
+class FakeOtlpReceiver(FakeEndpoint[Span]):
     """An OTLP/HTTP trace endpoint on 127.0.0.1 that records what it receives.
 
     Use it as a context manager (or call :meth:`start` and :meth:`stop`). ``mode`` may be changed at any time.
     Raises ImportError naming the install command when ``opentelemetry-proto`` is missing.
     """
 
+    _name = "FakeOtlpReceiver"
+    _modes = MODES
+    _paths = (TRACES_PATH,)
+    _noun = "spans"
+
     def __init__(self, *, mode: str = OK, hang_limit: float = DEFAULT_HANG_LIMIT) -> None:
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+        super().__init__(mode=mode, hang_limit=hang_limit)
         _load_proto()  # fail here, once, with the install command, rather than on every POST
-        self.hang_limit = hang_limit
-        self._mode = mode
-        self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)
-        self._spans: list[Span] = []
-        self._posts = 0
-        self._headers: list[dict[str, str]] = []
-        self._hanging = 0
-        self._release = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-        self._port = 0
-        self._started = False
-
-    # -- lifecycle ---------------------------------------------------------------------------------------------
-
-    def start(self) -> FakeOtlpReceiver:
-        if self._started:
-            return self
-        self._started = True
-        self._release.clear()
-        if self._mode == REFUSE:
-            self._port = _reserve_closed_port()
-        else:
-            self._listen()
-        return self
-
-    def stop(self) -> None:
-        """Stop listening and release every hung request."""
-        self._started = False
-        self._release.set()
-        self._close_listener()
-
-    def __enter__(self) -> FakeOtlpReceiver:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def _listen(self) -> None:
-        self._server = _Server(("127.0.0.1", self._port), self)
-        self._port = self._server.server_address[1]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="FakeOtlpReceiver",
-            daemon=True,
-        )
-        self._thread.start()
-
-    def _close_listener(self) -> None:
-        server, thread = self._server, self._thread
-        self._server = None
-        self._thread = None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-
-    # -- mode --------------------------------------------------------------------------------------------------
-
-    @property
-    def mode(self) -> str:
-        return self._mode
-
-    @mode.setter
-    def mode(self, mode: str) -> None:
-        self.set_mode(mode)
-
-    def set_mode(self, mode: str) -> None:
-        """Switch between the modes (see the module docstring) while running."""
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
-        previous = self._mode
-        self._mode = mode
-        if mode != HANG:
-            # Requests hung in the previous mode end now (without an answer), as a recovering collector would drop them.
-            self._release.set()
-        else:
-            self._release.clear()
-        if not self._started or (previous == REFUSE) == (mode == REFUSE):
-            return
-        if mode == REFUSE:
-            self._close_listener()
-        else:
-            self._listen()  # same port: the address is reused so the endpoint stays valid
 
     # -- where to send -----------------------------------------------------------------------------------------
 
     @property
-    def port(self) -> int:
-        return self._port
-
-    @property
     def url(self) -> str:
         """The base endpoint, e.g. ``http://127.0.0.1:40123`` (the exporter appends ``/v1/traces``)."""
-        if not self._port:
-            raise RuntimeError("FakeOtlpReceiver is not started")
-        return f"http://127.0.0.1:{self._port}"
+        return super().url
 
     @property
     def traces_url(self) -> str:
@@ -358,90 +196,32 @@ class FakeOtlpReceiver:
     @property
     def spans(self) -> list[Span]:
         """A copy of every span accepted so far, in arrival order."""
-        with self._lock:
-            return list(self._spans)
-
-    @property
-    def posts(self) -> int:
-        """How many POSTs arrived, whatever the mode (so outage tests can see that the exporter kept trying)."""
-        with self._lock:
-            return self._posts
-
-    @property
-    def request_headers(self) -> list[dict[str, str]]:
-        """The headers of every POST received, in arrival order, whatever the mode (``OTEL_EXPORTER_OTLP_HEADERS``)."""
-        with self._lock:
-            return [dict(headers) for headers in self._headers]
-
-    @property
-    def hanging(self) -> int:
-        """How many requests are being held without an answer right now."""
-        with self._lock:
-            return self._hanging
+        return self._received()
 
     def trace(self, trace_id: str) -> list[Span]:
         """The spans of one trace received so far."""
         return [span for span in self.spans if span.trace_id == trace_id]
 
-    def clear(self) -> None:
-        with self._lock:
-            self._spans.clear()
-            self._posts = 0
-            self._headers.clear()
+    # -- what the traces endpoint answers ----------------------------------------------------------------------
 
-    def wait_for(self, predicate: Predicate, timeout: float = 30.0, count: int = 1) -> list[Span]:
-        """Wait until at least ``count`` accepted spans match ``predicate``; return all that match.
+    def _summary(self, record: Span) -> str:
+        return record.name
 
-        Raises :class:`TimeoutError` after ``timeout`` seconds, listing what did arrive.
-        """
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                matches = [span for span in self._spans if _safe(predicate, span)]
-                if len(matches) >= count:
-                    return matches
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    names = sorted({span.name for span in self._spans})
-                    raise TimeoutError(
-                        f"{len(matches)} of {count} expected spans after {timeout} s; received {len(self._spans)} "
-                        f"spans ({', '.join(names) or 'none'}) in {self._posts} POSTs"
-                    )
-                self._changed.wait(remaining)
+    def _rejection(self, status: int) -> Reply:
+        return _text(status, "not found" if status == 404 else "bad Content-Length")
 
-    # -- called by the handler ---------------------------------------------------------------------------------
-
-    def _record(self, spans: list[Span]) -> None:
-        with self._changed:
-            self._spans.extend(spans)
-            self._changed.notify_all()
-
-    def _count_post(self, headers: dict[str, str]) -> None:
-        with self._lock:
-            self._posts += 1
-            self._headers.append(headers)
-
-    def _hang(self) -> None:
-        with self._lock:
-            self._hanging += 1
+    def _answer(self, mode: str, body: bytes, headers: Message) -> Reply:
+        if mode == ERROR:
+            return _text(503, "unavailable")
+        content_type = headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+        if content_type != PROTOBUF:
+            return _text(415, "only application/x-protobuf is accepted")
         try:
-            self._release.wait(self.hang_limit)
-        finally:
-            with self._lock:
-                self._hanging -= 1
-
-
-def _safe(predicate: Predicate, span: Span) -> bool:
-    # A predicate written for one kind of span may index attributes another lacks; that is "no match".
-    try:
-        return bool(predicate(span))
-    except (KeyError, IndexError, TypeError, AttributeError):
-        return False
-
-
-def _reserve_closed_port() -> int:
-    """A port on 127.0.0.1 where, right now, nothing listens (connections to it are refused)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+            if "gzip" in headers.get("Content-Encoding", "").lower():
+                body = gzip.decompress(body)
+            spans = decode_spans(body)
+        except (ValueError, OSError, EOFError) as exc:
+            return _text(400, str(exc))
+        self._record(spans)
+        # An empty ExportTraceServiceResponse: everything accepted.
+        return 200, PROTOBUF, b""

@@ -200,6 +200,9 @@ def test_a_hanging_collector_neither_slows_requests_nor_grows_the_queue(
         held.shutdown(0.5)
         # Shutdown gives up after its own timeout instead of waiting out the exporter's (10 s).
         assert time.perf_counter() - started < EXPORTER_TIMEOUT / 4
+        # The export thread ends once its send times out; wait for that here, so that it does not log its retries
+        # into another test's output after this collector has gone.
+        processor._batch_processor._worker_thread.join(EXPORTER_TIMEOUT + 5)
     assert elapsed < 2 * baseline
 
 
